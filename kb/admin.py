@@ -1,0 +1,145 @@
+"""The curation console: the Django admin, with every change written to the audit trail."""
+
+from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
+
+from kb.models import AuditEvent, Chunk, Collection, Document, DocumentVersion
+from kb.services import audit
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Sends the admin's own change log (add, change, delete) to the audit trail as well."""
+
+    def log_addition(self, request, obj, message):
+        audit.record(action="create", actor=request.user, target=obj, request=request, change=message)
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):
+        audit.record(action="update", actor=request.user, target=obj, request=request, change=message)
+        return super().log_change(request, obj, message)
+
+    def log_deletions(self, request, queryset):
+        for obj in queryset:
+            audit.record(action="delete", actor=request.user, target=obj, request=request)
+        return super().log_deletions(request, queryset)
+
+
+@admin.register(Collection)
+class CollectionAdmin(AuditedAdmin):
+    list_display = ["name", "created_at"]
+    search_fields = ["name", "description"]
+    filter_horizontal = ["reader_groups", "curator_groups"]
+    readonly_fields = ["created_by", "created_at"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+class DocumentVersionInline(admin.TabularInline):
+    model = DocumentVersion
+    fields = [
+        "number",
+        "original_name",
+        "size",
+        "job_state",
+        "chunks_done",
+        "chunks_total",
+        "created_at",
+    ]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Document)
+class DocumentAdmin(AuditedAdmin):
+    list_display = ["title", "collection", "status", "updated_at"]
+    list_filter = ["status", "collection"]
+    search_fields = ["title", "source"]
+    readonly_fields = ["current_version", "created_by", "created_at", "updated_at"]
+    inlines = [DocumentVersionInline]
+
+
+@admin.register(DocumentVersion)
+class DocumentVersionAdmin(AuditedAdmin):
+    """Versions are immutable uploads: viewable here, created only by ingestion."""
+
+    list_display = ["document", "number", "job_state", "chunks_done", "chunks_total", "created_at"]
+    list_filter = ["job_state"]
+    search_fields = ["document__title", "original_name", "sha256"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Chunk)
+class ChunkAdmin(admin.ModelAdmin):
+    list_display = ["version", "ordinal", "page", "token_count", "language"]
+    search_fields = ["text"]
+    exclude = ["embedding"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only for everyone and visible to administrators only."""
+
+    list_display = [
+        "created_at",
+        "actor_name",
+        "action",
+        "object_type",
+        "object_repr",
+        "ip_address",
+    ]
+    list_filter = ["action", "object_type"]
+    search_fields = ["actor_name", "object_repr", "object_id"]
+    date_hierarchy = "created_at"
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# Users and groups decide who may read what, so their changes are audited too.
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class AuditedUserAdmin(AuditedAdmin, UserAdmin):
+    pass
+
+
+@admin.register(Group)
+class AuditedGroupAdmin(AuditedAdmin, GroupAdmin):
+    pass

@@ -1,0 +1,1 @@
+"""Business logic as plain functions; views, admin, tasks and commands all call these."""

@@ -1,0 +1,267 @@
+"""The commands behind ./run: start (default), test, manage, stop.
+
+A command stops what it started. PostgreSQL and Redis already started by another ./run
+command are reused; ones left behind by a command that crashed are taken over.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from .layout import PROJECT_DIR, Layout, current_layout
+from .postgres import LocalPostgres, PostgresError
+from .processes import Service, Supervisor, live_pid, terminate
+from .redis import LocalRedis, RedisError
+
+PYTHON = sys.executable
+STACK_MARKER = "kb.stack"  # in the command line of every ./run process
+# Redis database used by the tests, so a running application's worker never sees test tasks.
+TEST_REDIS_DB = 15
+# Processes only the supervisor starts, with a word of their command line.
+APP_PROCESSES = {"web": "uvicorn", "worker": "celery", "engine": "inference.serve"}
+
+
+def say(message: str) -> None:
+    print(f"kb: {message}", flush=True)
+
+
+class StackError(RuntimeError):
+    """Something the person running ./run must fix; printed without a traceback."""
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt(signum, frame):
+    raise Interrupted
+
+
+# --- backing services ---------------------------------------------------------------------------
+
+
+def _claim(layout: Layout, name: str) -> bool:
+    """Make this command responsible for stopping `name`, unless a live ./run command already is."""
+    owner_file = layout.pid_dir / f"{name}.owner"
+    if live_pid(owner_file, STACK_MARKER) is not None:
+        return False
+    layout.pid_dir.mkdir(parents=True, exist_ok=True)
+    owner_file.write_text(str(os.getpid()))
+    return True
+
+
+def _release(layout: Layout, name: str) -> None:
+    (layout.pid_dir / f"{name}.owner").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def backing_services(layout: Layout, supervisor: Supervisor):
+    """PostgreSQL and Redis up for the duration of the block (unless DATABASE_URL / REDIS_URL)."""
+    postgres = None
+    redis_owned = False
+    try:
+        if not os.environ.get("DATABASE_URL"):
+            pg = LocalPostgres(layout)
+            if _claim(layout, "postgres"):
+                postgres = pg
+                if not pg.is_running():
+                    say("starting PostgreSQL")
+                    pg.start()
+            pg.ensure_database()
+        if not os.environ.get("REDIS_URL"):
+            redis = LocalRedis(layout)
+            if _claim(layout, "redis"):
+                redis_owned = True
+                leftover = live_pid(layout.pid_file("redis"), "redis-server")
+                if leftover is not None:
+                    say(f"restarting Redis left over from an earlier run (pid {leftover})")
+                    terminate(leftover, timeout=10)
+                say("starting Redis")
+                process = supervisor.start(Service("redis", redis.command()))
+                redis.wait_until_ready(process)
+            elif not redis.is_running():
+                raise StackError("Redis belongs to another ./run command but does not answer")
+        yield
+    finally:
+        supervisor.stop_all()
+        if redis_owned:
+            _release(layout, "redis")
+        if postgres is not None:
+            say("stopping PostgreSQL")
+            postgres.stop()
+            _release(layout, "postgres")
+
+
+def _child_env(layout: Layout, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, KB_VAR_DIR=str(layout.root), DJANGO_SETTINGS_MODULE="kb.settings")
+    env.update(extra)
+    return env
+
+
+def _manage(env: dict[str, str], *args: str) -> int:
+    return subprocess.run([PYTHON, str(PROJECT_DIR / "manage.py"), *args], env=env).returncode
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def start() -> int:
+    layout = current_layout()
+    layout.pid_dir.mkdir(parents=True, exist_ok=True)
+    running = live_pid(layout.pid_file("supervisor"), STACK_MARKER)
+    if running is not None:
+        raise StackError(f"already running (pid {running}); stop it with ./run stop")
+    layout.pid_file("supervisor").write_text(str(os.getpid()))
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    env = _child_env(layout)
+    supervisor = Supervisor(layout, env)
+    try:
+        _stop_leftover_app_processes(layout)
+        _ensure_port_free(host, port)
+        with backing_services(layout, supervisor):
+            try:
+                _start_application(env, supervisor, host, port)
+                while True:
+                    time.sleep(0.5)
+                    for message in supervisor.check():
+                        say(message)
+            except Interrupted:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                say("stopping...")
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        layout.pid_file("supervisor").unlink(missing_ok=True)
+
+
+def _start_application(env: dict[str, str], supervisor: Supervisor, host: str, port: int) -> None:
+    if _manage(env, "prepare") != 0:
+        raise StackError("manage.py prepare (migrations, static files, admin account) failed")
+    supervisor.start(_worker_service())
+    web = supervisor.start(_web_service(host, port))
+    _wait_for_port(host, port, web)
+    say(f"the knowledge base is running at http://{host}:{port}/  (health: /healthz)")
+    say(f"logs in {supervisor.layout.log_dir}; press Ctrl-C to stop")
+
+
+def _worker_service() -> Service:
+    concurrency = os.environ.get("KB_WORKER_CONCURRENCY", "1")
+    command = [PYTHON, "-m", "celery", "-A", "kb", "worker", "--loglevel", "INFO"]
+    command += ["--concurrency", concurrency, "--hostname", "kb@%h"]
+    # Warm shutdown lets a running task finish; acks_late re-queues it if it is killed anyway.
+    return Service("worker", command, stop_timeout=30)
+
+
+def _web_service(host: str, port: int) -> Service:
+    workers = os.environ.get("WEB_CONCURRENCY", "1")
+    command = [PYTHON, "-m", "uvicorn", "kb.asgi:application", "--host", host, "--port", str(port)]
+    command += ["--workers", workers, "--lifespan", "off", "--no-server-header"]
+    return Service("web", command)
+
+
+def _stop_leftover_app_processes(layout: Layout) -> None:
+    for name, marker in APP_PROCESSES.items():
+        pid = live_pid(layout.pid_file(name), marker)
+        if pid is not None:
+            say(f"stopping {name} left over from an earlier run (pid {pid})")
+            terminate(pid, timeout=10)
+            layout.pid_file(name).unlink(missing_ok=True)
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise StackError(
+                f"cannot listen on {host}:{port} ({error.strerror}); another program uses that port. "
+                "Stop it or choose another port, e.g. PORT=8001 ./run"
+            ) from None
+
+
+def _wait_for_port(host: str, port: int, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError("the web server exited while starting; see var/log/web.log")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return
+        time.sleep(0.2)
+    raise StackError(f"the web server did not open {host}:{port} within {timeout:.0f} s")
+
+
+def test(args: list[str]) -> int:
+    layout = current_layout()
+    extra = {}
+    if not os.environ.get("REDIS_URL"):
+        extra["REDIS_URL"] = f"{LocalRedis(layout).url}?db={TEST_REDIS_DB}"
+    env = _child_env(layout, **extra)
+    supervisor = Supervisor(layout, env)
+    with backing_services(layout, supervisor):
+        return subprocess.run([PYTHON, "-m", "pytest", *args], env=env, cwd=PROJECT_DIR).returncode
+
+
+def manage(args: list[str]) -> int:
+    layout = current_layout()
+    env = _child_env(layout)
+    with backing_services(layout, Supervisor(layout, env)):
+        return _manage(env, *args)
+
+
+def stop() -> int:
+    layout = current_layout()
+    pid = live_pid(layout.pid_file("supervisor"), STACK_MARKER)
+    if pid is None:
+        say("no ./run is running")
+    else:
+        say(f"stopping ./run (pid {pid})")
+        terminate(pid, timeout=90)
+    # Whatever a crashed run left behind goes too.
+    _stop_leftover_app_processes(layout)
+    if _claim(layout, "redis"):
+        leftover = live_pid(layout.pid_file("redis"), "redis-server")
+        if leftover is not None:
+            say(f"stopping Redis (pid {leftover})")
+            terminate(leftover, timeout=10)
+        _release(layout, "redis")
+    if _claim(layout, "postgres"):
+        postgres = LocalPostgres(layout)
+        if postgres.is_running():
+            say("stopping PostgreSQL")
+            postgres.stop()
+        _release(layout, "postgres")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    command, args = (argv[0], argv[1:]) if argv else ("start", [])
+    commands = {
+        "start": lambda: start(),
+        "test": lambda: test(args),
+        "manage": lambda: manage(args),
+        "stop": lambda: stop(),
+    }
+    if command not in commands:
+        print(__doc__, file=sys.stderr)
+        print("usage: ./run [start|test [PYTEST ARGS]|manage ARGS|stop]", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return commands[command]()
+    except (StackError, PostgresError, RedisError) as error:
+        say(f"error: {error}")
+        return 1
+    except Interrupted:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

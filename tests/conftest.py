@@ -1,0 +1,63 @@
+"""Fixtures for tests against the real stack: PostgreSQL + pgvector, Redis, a Celery worker.
+
+./run test brings up PostgreSQL and Redis (Redis database 15, so a running application's
+worker never sees test tasks); pytest-django creates the test database on that server.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from urllib.parse import quote
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from kb.celery import app as celery_app
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for the test database, so another process (the worker) uses it too."""
+    host = quote(settings_dict["HOST"] or "", safe="")
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    password = f":{quote(settings_dict['PASSWORD'], safe='')}" if settings_dict.get("PASSWORD") else ""
+    return f"postgres://{settings_dict['USER']}{password}@{host}{port}/{settings_dict['NAME']}"
+
+
+def wait_for_worker(hostname: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = celery_app.control.ping(timeout=0.5)
+        if any(hostname in reply for reply in replies):
+            return
+    raise RuntimeError(f"Celery worker {hostname} did not answer within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """A real Celery worker process consuming the test broker and writing to the test database."""
+    hostname = f"test-{os.getpid()}@localhost"
+    env = dict(os.environ, DATABASE_URL=database_url(connection.settings_dict))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "kb", "worker", "--pool", "solo"]
+        + ["--hostname", hostname, "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        wait_for_worker(hostname)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def admin_user(db):
+    return get_user_model().objects.create_superuser(username="root", password="s3cret-pass-word")

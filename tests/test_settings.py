@@ -1,0 +1,56 @@
+"""Settings come from the environment; production settings pass Django's deployment checks."""
+
+import os
+import stat
+import subprocess
+import sys
+
+from kb.stack.layout import PROJECT_DIR
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "KB_HTTPS"}}
+    environment.update(env, DJANGO_SETTINGS_MODULE="kb.settings")
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=environment,
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_secret_key_is_generated_once_and_kept_private(tmp_path):
+    code = "from django.conf import settings; print(settings.SECRET_KEY, settings.DEBUG)"
+    first = run_python(code, KB_VAR_DIR=str(tmp_path))
+    second = run_python(code, KB_VAR_DIR=str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    key, debug = first.stdout.split()
+    assert len(key) >= 50 and debug == "False"
+    assert second.stdout == first.stdout
+    assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
+
+
+def test_deploy_checks_pass_with_production_settings(tmp_path):
+    result = run_python(
+        "import sys; from django.core.management import execute_from_command_line;"
+        " execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])",
+        KB_VAR_DIR=str(tmp_path),
+        KB_HTTPS="1",
+        SECRET_KEY="k" * 20 + "Production-Secret-Key-From-The-Environment-1234567890",
+        ALLOWED_HOSTS="kb.example.com",
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_deploy_checks_catch_debug_in_production(tmp_path):
+    result = run_python(
+        "from django.core.management import execute_from_command_line;"
+        " execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])",
+        KB_VAR_DIR=str(tmp_path),
+        KB_HTTPS="1",
+        DEBUG="1",
+        SECRET_KEY="k" * 20 + "Production-Secret-Key-From-The-Environment-1234567890",
+    )
+    assert result.returncode != 0
+    assert "DEBUG" in result.stderr + result.stdout
