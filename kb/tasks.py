@@ -3,7 +3,21 @@
 import socket
 
 from celery import shared_task
-from django.db import connection
+from celery.signals import worker_ready
+from django.db import DatabaseError, connection
+
+from kb.services import ingestion
+
+
+@shared_task(autoretry_for=(DatabaseError,), retry_backoff=True, retry_backoff_max=60, max_retries=10)
+def ingest_version(version_id: int) -> None:
+    ingestion.process_version(version_id)
+
+
+@worker_ready.connect
+def requeue_stalled_jobs(**kwargs) -> None:
+    """A starting worker picks up the jobs of workers that died mid-way."""
+    ingestion.requeue_stalled_versions()
 
 
 @shared_task

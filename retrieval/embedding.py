@@ -22,6 +22,12 @@ class EmbeddingModel:
         return Path(importlib.import_module(self.package).get_model_path())
 
     @property
+    def max_tokens(self) -> int:
+        """Longest input in word pieces the model reads (special tokens included); the rest is cut."""
+        config = json.loads((self.path / "sentence_bert_config.json").read_text())
+        return int(config["max_seq_length"])
+
+    @property
     def dimensions(self) -> int:
         """Vector size, read from the model's own pooling configuration."""
         config = json.loads((self.path / "1_Pooling" / "config.json").read_text())
@@ -50,6 +56,28 @@ def embedding_model(name: str) -> EmbeddingModel:
     except KeyError:
         known = ", ".join(sorted(MODELS))
         raise UnknownEmbeddingModel(f"unknown embedding model {name!r}; known models: {known}") from None
+
+
+@functools.cache
+def load_tokenizer(name: str):
+    """The model's own fast tokenizer, without truncation, for measuring text in model tokens."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(embedding_model(name).path / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def count_tokens(name: str, texts: list[str]) -> list[int]:
+    """Length of each text in the model's word pieces, special tokens not included."""
+    encodings = load_tokenizer(name).encode_batch(texts, add_special_tokens=False)
+    return [len(encoding.ids) for encoding in encodings]
+
+
+def token_spans(name: str, text: str) -> list[tuple[int, int]]:
+    """Character (start, end) of each of the model's word pieces in `text`."""
+    return list(load_tokenizer(name).encode(text, add_special_tokens=False).offsets)
 
 
 @functools.cache

@@ -35,27 +35,58 @@ def wait_for_worker(hostname: str, timeout: float = 60) -> None:
     raise RuntimeError(f"Celery worker {hostname} did not answer within {timeout} s")
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker):
+class WorkerProcess:
     """A real Celery worker process consuming the test broker and writing to the test database."""
-    hostname = f"test-{os.getpid()}@localhost"
-    env = dict(os.environ, DATABASE_URL=database_url(connection.settings_dict))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "kb", "worker", "--pool", "solo"]
-        + ["--hostname", hostname, "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        wait_for_worker(hostname)
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+
+    def __init__(self, hostname: str, **env: str):
+        self.hostname = hostname
+        self.env = dict(os.environ, DATABASE_URL=database_url(connection.settings_dict), **env)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "kb", "worker", "--pool", "solo"]
+            + ["--hostname", self.hostname, "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+            env=self.env,
+            start_new_session=True,
+        )
+        wait_for_worker(self.hostname)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """Warm shutdown: the current task finishes first."""
+        if self.running:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the kernel's OOM killer would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def test_worker(django_db_setup, django_db_blocker):
+    worker = WorkerProcess(f"test-{os.getpid()}@localhost")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def celery_worker(test_worker):
+    """The session's worker, running (a test may stop it; it is started again afterwards)."""
+    if not test_worker.running:
+        test_worker.start()
+    yield test_worker
+    if not test_worker.running:
+        test_worker.start()
 
 
 @pytest.fixture

@@ -42,11 +42,11 @@ def test_redis_down_is_named(client, celery_worker, settings, tmp_path):
 
 
 def test_hung_worker_is_reported_down(client, celery_worker):
-    os.kill(celery_worker.pid, signal.SIGSTOP)
+    os.kill(celery_worker.process.pid, signal.SIGSTOP)
     try:
         response = client.get("/healthz")
     finally:
-        os.kill(celery_worker.pid, signal.SIGCONT)
+        os.kill(celery_worker.process.pid, signal.SIGCONT)
     assert response.status_code == 503
     assert "worker" in response.json()["down"]
 

@@ -1,0 +1,111 @@
+"""Sentence boundaries and named entities: spaCy for English, punctuation rules for Chinese."""
+
+import functools
+import re
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from kb.ingestion.language import CHINESE, detect_language
+
+# A Chinese sentence ends at 。！？ (or their ASCII forms) plus any closing quotes or brackets.
+CHINESE_SENTENCE = re.compile(r"[^。！？!?]+(?:[。！？!?]+[”’」』）)\"']*)?")
+BLOCK_BREAK = re.compile(r"\n\s*\n")
+
+
+@dataclass(frozen=True)
+class Entity:
+    text: str
+    label: str
+    start: int
+    end: int
+
+
+@dataclass
+class Sentence:
+    """`text[start:end]` of the document, with its language and the entities inside it."""
+
+    start: int
+    end: int
+    language: str
+    entities: list[Entity] = field(default_factory=list)
+
+
+@functools.cache
+def english_pipeline():
+    """spaCy with only what sentences and entities need: the statistical sentence recogniser
+    replaces the slower dependency parser, and tagging/lemmas are not used at all."""
+    import spacy
+
+    nlp = spacy.load(settings.KB_SPACY_MODEL, exclude=["tagger", "attribute_ruler", "lemmatizer", "parser"])
+    nlp.enable_pipe("senter")
+    return nlp
+
+
+def blocks(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Paragraph-like blocks of `text[start:end]` (split at blank lines), as absolute spans."""
+    spans, position = [], start
+    for match in BLOCK_BREAK.finditer(text, start, end):
+        spans.append((position, match.start()))
+        position = match.end()
+    spans.append((position, end))
+    return [(a, b) for a, b in (_strip(text, a, b) for a, b in spans) if a < b]
+
+
+def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[Sentence]:
+    """Sentences of `text[start:end]` in order; each block is split by the rules of its language."""
+    end = len(text) if end is None else end
+    sentences: list[Sentence] = []
+    english: list[tuple[int, int]] = []
+    for block_start, block_end in blocks(text, start, end):
+        if detect_language(text[block_start:block_end]) == CHINESE:
+            sentences += _chinese_sentences(text, block_start, block_end)
+        else:
+            english.append((block_start, block_end))
+    if english:
+        sentences += _english_sentences(text, english)
+    sentences.sort(key=lambda sentence: sentence.start)
+    return sentences
+
+
+def _chinese_sentences(text: str, start: int, end: int) -> list[Sentence]:
+    result = []
+    for line_start, line_end in _lines(text, start, end):
+        for match in CHINESE_SENTENCE.finditer(text, line_start, line_end):
+            a, b = _strip(text, match.start(), match.end())
+            if a < b:
+                result.append(Sentence(a, b, CHINESE))
+    return result
+
+
+def _english_sentences(text: str, spans: list[tuple[int, int]]) -> list[Sentence]:
+    result = []
+    docs = english_pipeline().pipe(text[a:b] for a, b in spans)
+    for (offset, _), doc in zip(spans, docs, strict=True):
+        entities = [
+            Entity(ent.text, ent.label_, offset + ent.start_char, offset + ent.end_char) for ent in doc.ents
+        ]
+        for sent in doc.sents:
+            a, b = _strip(text, offset + sent.start_char, offset + sent.end_char)
+            if a < b:
+                inside = [entity for entity in entities if a <= entity.start and entity.end <= b]
+                result.append(Sentence(a, b, detect_language(text[a:b]) or "en", inside))
+    return result
+
+
+def _lines(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    spans, position = [], start
+    while position < end:
+        newline = text.find("\n", position, end)
+        stop = end if newline == -1 else newline
+        spans.append((position, stop))
+        position = stop + 1
+    return spans
+
+
+def _strip(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end

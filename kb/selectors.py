@@ -1,0 +1,14 @@
+"""Read-side queries shared by search, answers, the API and the console."""
+
+from django.db.models import F, QuerySet
+
+from kb.models import Chunk
+
+
+def current_chunks() -> QuerySet[Chunk]:
+    """Chunks of each document's current version only.
+
+    A new version's chunks are stored beside the old ones while it is embedded; they become
+    visible in the same transaction that makes it current, so readers never see a mix.
+    """
+    return Chunk.objects.filter(version_id=F("version__document__current_version_id"))

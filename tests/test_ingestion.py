@@ -1,0 +1,175 @@
+"""Uploads through the ingestion service, processed by real Celery workers into PostgreSQL."""
+
+import io
+import os
+import threading
+import time
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from kb.models import AuditEvent, Chunk, Collection, Document, DocumentVersion
+from kb.selectors import current_chunks
+from kb.services.ingestion import UploadRejected, stalled_versions, upload_document
+from tests.conftest import WorkerProcess
+
+State = DocumentVersion.JobState
+
+
+def wait_for(condition, timeout: float = 120, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{message} not reached within {timeout} s")
+
+
+def wait_until_ended(version: DocumentVersion, timeout: float = 180) -> DocumentVersion:
+    wait_for(
+        lambda: DocumentVersion.objects.get(pk=version.pk).job_state in (State.DONE, State.FAILED),
+        timeout,
+        f"end of job {version.pk}",
+    )
+    return DocumentVersion.objects.get(pk=version.pk)
+
+
+def upload(collection, name: str, data: bytes) -> DocumentVersion:
+    return upload_document(collection=collection, name=name, content=io.BytesIO(data)).version
+
+
+HANDBOOK = (
+    "# Staff handbook\n\n## Leave\n\n"
+    "Employees may carry over five days of annual leave into the next year.\n\n"
+    "## Equipment\n\nLaptops are replaced every three years by the IT department in Zurich.\n"
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upload_is_indexed_by_a_real_worker(celery_worker):
+    collection = Collection.objects.create(name="HR")
+    version = wait_until_ended(upload(collection, "handbook.md", HANDBOOK.encode()))
+    assert version.job_state == State.DONE, version.error
+    assert version.chunks_done == version.chunks_total == version.chunks.count() > 0
+    document = Document.objects.get(pk=version.document_id)
+    assert (document.current_version_id, document.status, document.title) == (
+        version.pk,
+        "ready",
+        "Staff handbook",
+    )
+    leave = version.chunks.get(text__contains="five days")
+    assert leave.heading_path == ["Staff handbook", "Leave"]
+    assert version.parsed_text[leave.char_start : leave.char_end] == leave.text
+    assert len(leave.embedding) == 384 and leave.token_count > 0 and leave.language == "en"
+    assert AuditEvent.objects.filter(action="upload", object_id=str(document.pk)).exists()
+
+
+@pytest.mark.django_db
+def test_identical_content_is_a_no_op_and_new_content_a_new_version():
+    collection = Collection.objects.create(name="HR")
+    first = upload_document(collection=collection, name="handbook.md", content=io.BytesIO(HANDBOOK.encode()))
+    again = upload_document(collection=collection, name="handbook.md", content=io.BytesIO(HANDBOOK.encode()))
+    changed = upload_document(
+        collection=collection,
+        name="handbook.md",
+        content=io.BytesIO(HANDBOOK.replace("five", "ten").encode()),
+    )
+    assert first.created and not again.created and again.version == first.version
+    assert changed.created and changed.version.number == 2
+    assert Document.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("data", "limit", "reason"),
+    [(b"", None, "empty"), (b"x" * 2048, 1024, "larger than the limit")],
+)
+def test_empty_and_oversized_uploads_are_rejected_and_nothing_is_stored(settings, data, limit, reason):
+    if limit:
+        settings.KB_MAX_UPLOAD_BYTES = limit
+    with pytest.raises(UploadRejected, match=reason):
+        upload(Collection.objects.create(name="HR"), "file.txt", data)
+    assert not Document.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_hostile_file_fails_with_a_reason_and_the_worker_goes_on(celery_worker):
+    collection = Collection.objects.create(name="HR")
+    garbage = wait_until_ended(upload(collection, "report.docx", os.urandom(4096)))
+    good = wait_until_ended(upload(collection, "handbook.md", HANDBOOK.encode()))
+    assert garbage.job_state == State.FAILED and garbage.error
+    assert Document.objects.get(pk=garbage.document_id).status == "failed"
+    assert not garbage.chunks.exists()
+    assert good.job_state == State.DONE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_new_version_swaps_in_atomically_under_concurrent_reads(celery_worker):
+    collection = Collection.objects.create(name="HR")
+    paragraphs = "\n\n".join(f"Rule {i} of the old policy says alpha." for i in range(40))
+    wait_until_ended(upload(collection, "policy.md", f"# Policy\n\n{paragraphs}\n".encode()))
+    seen, stop = [], threading.Event()
+
+    def read():
+        try:
+            while not stop.is_set():
+                seen.append(set(current_chunks().values_list("version__number", flat=True)))
+        finally:
+            connection.close()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        new = upload(collection, "policy.md", f"# Policy\n\n{paragraphs.replace('old', 'new')}\n".encode())
+        assert wait_until_ended(new).job_state == State.DONE
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        reader.join()
+    assert {1} in seen and {2} in seen
+    assert all(versions in ({1}, {2}) for versions in seen), "a reader saw a mix or nothing"
+    assert set(Chunk.objects.values_list("version__number", flat=True)) == {2}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_mid_ingest_resumes_without_losing_or_duplicating_chunks(celery_worker):
+    celery_worker.stop()  # the doomed worker alone must take the job
+    collection = Collection.objects.create(name="Archive")
+    body = "\n\n".join(
+        f"Section {i} states that contract {i} renews every {i % 12 + 1} months unless cancelled in writing."
+        for i in range(400)
+    )
+    doomed = WorkerProcess(f"doomed-{os.getpid()}@localhost", KB_EMBEDDING_BATCH="4")
+    doomed.start()
+    try:
+        version = upload(collection, "contracts.md", f"# Contracts\n\n{body}\n".encode())
+        wait_for(
+            lambda: DocumentVersion.objects.get(pk=version.pk).chunks_done >= 8, 180, "embedding under way"
+        )
+    finally:
+        doomed.kill()
+    killed = DocumentVersion.objects.get(pk=version.pk)
+    assert killed.job_state == State.EMBEDDING and 0 < killed.chunks_done < killed.chunks_total
+    wait_for(lambda: version.pk in stalled_versions(), 30, "the dead worker's lock to be released")
+
+    celery_worker.start()  # a new worker picks up the stalled job when it starts
+    finished = wait_until_ended(version, timeout=300)
+    assert finished.job_state == State.DONE, finished.error
+    ordinals = sorted(finished.chunks.values_list("ordinal", flat=True))
+    assert ordinals == list(range(finished.chunks_total))
+    assert finished.chunks_done == finished.chunks_total
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingest_command_reports_every_document(tmp_path, capsys, celery_worker):
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "handbook.md").write_text(HANDBOOK)
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(500))
+    (tmp_path / "empty.txt").write_bytes(b"")
+    call_command("ingest", str(tmp_path), collection="Imported", wait=True)
+    lines = sorted(capsys.readouterr().out.splitlines())
+    assert any(line.startswith("done") and "handbook.md" in line for line in lines), lines
+    assert any(line.startswith("failed") and "broken.pdf" in line for line in lines), lines
+    assert any(line.startswith("rejected") and "empty.txt: the file is empty" in line for line in lines)
+    assert Document.objects.get(source="policies/handbook.md").collection.name == "Imported"
