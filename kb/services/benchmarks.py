@@ -58,7 +58,9 @@ def bench_ingest(*, docs: Path) -> dict:
         parse_seconds = time.perf_counter() - parse_started
         encoder = load_encoder(settings.KB_EMBEDDING_MODEL)
         encode_started = time.perf_counter()
-        encoder.encode(inputs, batch_size=settings.KB_EMBEDDING_BATCH, normalize_embeddings=True)
+        encoder.encode(
+            inputs, batch_size=settings.KB_EMBEDDING_BATCH, normalize_embeddings=True, show_progress_bar=False
+        )
         encode_seconds = time.perf_counter() - encode_started
     finally:
         collection.delete()

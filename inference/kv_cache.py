@@ -1,0 +1,89 @@
+"""Key/value caches allocated once per sequence, and snapshots of a shared prompt prefix.
+
+The exported graph's GroupQueryAttention takes `past_key_values.N.*` and returns `present.N.*`; when
+both are bound to the same buffer of shape (batch, kv_heads, capacity, head_size) it writes the new
+positions in place and reads only the first `seqlens_k + 1` positions of each row (ONNX Runtime
+detects the shared buffer by pointer equality). So a sequence's cache is allocated once at full
+capacity and never copied or re-fed while it grows.
+
+The buffers live in host memory: the builds target the CPU, and GroupQueryAttention has no CUDA
+kernel for FP32 activations, so it runs on the CPU whatever the execution provider.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """The shape of a model's KV cache and the graph names of its inputs and outputs (from genai_config)."""
+
+    layers: int
+    kv_heads: int
+    head_size: int
+    past_key: str
+    past_value: str
+    present_key: str
+    present_value: str
+
+    @classmethod
+    def from_genai_config(cls, decoder: dict) -> "CacheLayout":
+        return cls(
+            layers=decoder["num_hidden_layers"],
+            kv_heads=decoder["num_key_value_heads"],
+            head_size=decoder["head_size"],
+            past_key=decoder["inputs"]["past_key_names"],
+            past_value=decoder["inputs"]["past_value_names"],
+            present_key=decoder["outputs"]["present_key_names"],
+            present_value=decoder["outputs"]["present_value_names"],
+        )
+
+
+@dataclass(frozen=True)
+class PrefixCache:
+    """The KV cache of a fixed prompt prefix (a system prompt), computed once and copied into sequences.
+
+    keys[layer] and values[layer] have shape (1, kv_heads, len(token_ids), head_size).
+    """
+
+    token_ids: tuple[int, ...]
+    keys: tuple[np.ndarray, ...]
+    values: tuple[np.ndarray, ...]
+
+    def is_prefix_of(self, token_ids: list[int]) -> bool:
+        """Whether a prompt starts with this prefix and goes on past it (the rest must be computed)."""
+        return (
+            len(token_ids) > len(self.token_ids) and tuple(token_ids[: len(self.token_ids)]) == self.token_ids
+        )
+
+
+class KVCache:
+    """One sequence's keys and values: per layer a (1, kv_heads, capacity, head_size) float32 buffer.
+
+    `length` positions are filled. np.zeros maps memory lazily, so an unused tail costs no RAM.
+    """
+
+    def __init__(self, layout: CacheLayout, capacity: int) -> None:
+        shape = (1, layout.kv_heads, capacity, layout.head_size)
+        self.keys = tuple(np.zeros(shape, np.float32) for _ in range(layout.layers))
+        self.values = tuple(np.zeros(shape, np.float32) for _ in range(layout.layers))
+        self.capacity = capacity
+        self.length = 0
+
+    def load(self, prefix: PrefixCache) -> None:
+        """Start this (empty) cache with a copy of a prefix's keys and values."""
+        count = len(prefix.token_ids)
+        for buffer, cached in zip(self.keys + self.values, prefix.keys + prefix.values, strict=True):
+            buffer[:, :, :count] = cached
+        self.length = count
+
+    def snapshot(self, token_ids: list[int]) -> PrefixCache:
+        """A copy of the filled positions, which must be exactly the keys and values of `token_ids`."""
+        if len(token_ids) != self.length:
+            raise ValueError(f"the cache holds {self.length} positions, not the {len(token_ids)} given")
+        return PrefixCache(
+            token_ids=tuple(token_ids),
+            keys=tuple(buffer[:, :, : self.length].copy() for buffer in self.keys),
+            values=tuple(buffer[:, :, : self.length].copy() for buffer in self.values),
+        )
