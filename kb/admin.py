@@ -1,11 +1,18 @@
 """The curation console: the Django admin, with every change written to the audit trail."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
+from kb.forms import UploadForm
 from kb.models import AuditEvent, Chunk, Collection, Document, DocumentVersion
+from kb.selectors import can_curate
 from kb.services import audit
+from kb.services.ingestion import UploadRejected, upload_document
 
 
 class AuditedAdmin(admin.ModelAdmin):
@@ -36,6 +43,44 @@ class CollectionAdmin(AuditedAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+
+    def get_urls(self):
+        upload = self.admin_site.admin_view(self.upload_view)
+        return [path("<int:pk>/upload/", upload, name="kb_collection_upload"), *super().get_urls()]
+
+    def upload_view(self, request, pk):
+        """Several files at once into this collection; each becomes an ingestion job."""
+        collection = get_object_or_404(Collection, pk=pk)
+        if not can_curate(request.user, collection):
+            raise PermissionDenied
+        form = UploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            queued, unchanged = 0, 0
+            for file in form.cleaned_data["files"]:
+                try:
+                    result = upload_document(
+                        collection=collection,
+                        name=file.name,
+                        content=file,
+                        user=request.user,
+                        request=request,
+                    )
+                except UploadRejected as error:
+                    messages.error(request, f"{file.name}: {error}")
+                    continue
+                queued += result.created
+                unchanged += not result.created
+            messages.success(request, f"{queued} file(s) queued for ingestion, {unchanged} unchanged.")
+            changelist = reverse("admin:kb_documentversion_changelist")
+            return redirect(f"{changelist}?document__collection__id__exact={collection.pk}")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "collection": collection,
+            "form": form,
+            "title": f"Upload documents to {collection}",
+        }
+        return TemplateResponse(request, "admin/kb/collection/upload.html", context)
 
 
 class DocumentVersionInline(admin.TabularInline):
@@ -71,8 +116,8 @@ class DocumentAdmin(AuditedAdmin):
 class DocumentVersionAdmin(AuditedAdmin):
     """Versions are immutable uploads: viewable here, created only by ingestion."""
 
-    list_display = ["document", "number", "job_state", "chunks_done", "chunks_total", "created_at"]
-    list_filter = ["job_state"]
+    list_display = ["document", "number", "job_state", "chunks_done", "chunks_total", "error", "updated_at"]
+    list_filter = ["job_state", "document__collection"]
     search_fields = ["document__title", "original_name", "sha256"]
 
     def has_add_permission(self, request):

@@ -12,3 +12,12 @@ def current_chunks() -> QuerySet[Chunk]:
     visible in the same transaction that makes it current, so readers never see a mix.
     """
     return Chunk.objects.filter(version_id=F("version__document__current_version_id"))
+
+
+def can_curate(user, collection) -> bool:
+    """Superusers curate everything; others curate collections one of their groups curates."""
+    if not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    return collection.curator_groups.filter(pk__in=user.groups.values("pk")).exists()

