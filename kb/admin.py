@@ -15,6 +15,19 @@ from kb.services import audit
 from kb.services.ingestion import UploadRejected, upload_document
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by the application itself: viewable, never added, edited or deleted here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class AuditedAdmin(admin.ModelAdmin):
     """Sends the admin's own change log (add, change, delete) to the audit trail as well."""
 
@@ -128,23 +141,14 @@ class DocumentVersionAdmin(AuditedAdmin):
 
 
 @admin.register(Chunk)
-class ChunkAdmin(admin.ModelAdmin):
+class ChunkAdmin(ReadOnlyAdmin):
     list_display = ["version", "ordinal", "page", "token_count", "language"]
     search_fields = ["text"]
     exclude = ["embedding"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """Read-only for everyone and visible to administrators only."""
 
     list_display = [
@@ -164,15 +168,6 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return request.user.is_active and request.user.is_superuser
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # Users and groups decide who may read what, so their changes are audited too.

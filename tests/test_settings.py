@@ -31,26 +31,24 @@ def test_secret_key_is_generated_once_and_kept_private(tmp_path):
     assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
 
 
-def test_deploy_checks_pass_with_production_settings(tmp_path):
-    result = run_python(
-        "import sys; from django.core.management import execute_from_command_line;"
+def deploy_check(var_dir, **env: str) -> subprocess.CompletedProcess:
+    """`manage.py check --deploy` with production settings (plus `env`), warnings counting as errors."""
+    return run_python(
+        "from django.core.management import execute_from_command_line;"
         " execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])",
-        KB_VAR_DIR=str(tmp_path),
+        KB_VAR_DIR=str(var_dir),
         KB_HTTPS="1",
         SECRET_KEY="k" * 20 + "Production-Secret-Key-From-The-Environment-1234567890",
-        ALLOWED_HOSTS="kb.example.com",
+        **env,
     )
+
+
+def test_deploy_checks_pass_with_production_settings(tmp_path):
+    result = deploy_check(tmp_path, ALLOWED_HOSTS="kb.example.com")
     assert result.returncode == 0, result.stderr + result.stdout
 
 
 def test_deploy_checks_catch_debug_in_production(tmp_path):
-    result = run_python(
-        "from django.core.management import execute_from_command_line;"
-        " execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])",
-        KB_VAR_DIR=str(tmp_path),
-        KB_HTTPS="1",
-        DEBUG="1",
-        SECRET_KEY="k" * 20 + "Production-Secret-Key-From-The-Environment-1234567890",
-    )
+    result = deploy_check(tmp_path, DEBUG="1")
     assert result.returncode != 0
     assert "DEBUG" in result.stderr + result.stdout
