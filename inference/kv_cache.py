@@ -68,7 +68,6 @@ class KVCache:
         shape = (1, layout.kv_heads, capacity, layout.head_size)
         self.keys = tuple(np.zeros(shape, np.float32) for _ in range(layout.layers))
         self.values = tuple(np.zeros(shape, np.float32) for _ in range(layout.layers))
-        self.capacity = capacity
         self.length = 0
 
     def load(self, prefix: PrefixCache) -> None:

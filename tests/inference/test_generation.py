@@ -8,7 +8,11 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=40)
 
 def completion(runner, tokenizer, prompt_ids, params, **options):
     chunks = list(generate(runner, tokenizer, prompt_ids, params, **options))
-    return "".join(chunk.text for chunk in chunks), [chunk.token_id for chunk in chunks], chunks[-1].finish_reason
+    return (
+        "".join(chunk.text for chunk in chunks),
+        [chunk.token_id for chunk in chunks],
+        chunks[-1].finish_reason,
+    )
 
 
 def test_streamed_text_is_the_decoded_tokens(int8_runner, tokenizer, question_ids):
@@ -74,7 +78,11 @@ def test_sampling_with_a_seed_is_reproducible(int8_runner, tokenizer, question_i
 
 def test_different_seeds_give_different_samples(int8_runner, tokenizer, question_ids):
     samples = {
-        tuple(completion(int8_runner, tokenizer, question_ids, SamplingParams(temperature=1.0, seed=seed))[1])
+        tuple(
+            completion(
+                int8_runner, tokenizer, question_ids, SamplingParams(temperature=1.0, max_tokens=8, seed=seed)
+            )[1]
+        )
         for seed in range(4)
     }
     assert len(samples) > 1
@@ -95,4 +103,13 @@ def test_prefix_cache_in_generate_gives_the_same_completion(int8_runner, tokeniz
     prefix = int8_runner.prefix_cache(tokenizer.encode(tokenizer.render(system, add_generation_prompt=False)))
     assert completion(int8_runner, tokenizer, prompt_ids, GREEDY, prefix=prefix) == completion(
         int8_runner, tokenizer, prompt_ids, GREEDY
+    )
+
+
+def test_prefix_that_does_not_start_the_prompt_is_not_used(int8_runner, tokenizer, question_ids):
+    other = [{"role": "system", "content": "You only speak about cheese."}]
+    prefix = int8_runner.prefix_cache(tokenizer.encode(tokenizer.render(other, add_generation_prompt=False)))
+    assert not prefix.is_prefix_of(question_ids)
+    assert completion(int8_runner, tokenizer, question_ids, GREEDY, prefix=prefix) == completion(
+        int8_runner, tokenizer, question_ids, GREEDY
     )

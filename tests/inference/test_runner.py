@@ -88,6 +88,8 @@ def test_one_prefix_cache_serves_many_sequences_without_being_changed(int8_runne
 
 def test_prompt_longer_than_the_context_is_refused_and_leaves_the_sequence_empty(int8_runner):
     sequence = int8_runner.new_sequence()
-    with pytest.raises(ContextLengthExceeded, match=f"do not fit in the context of {int8_runner.context_length}"):
+    with pytest.raises(
+        ContextLengthExceeded, match=f"do not fit in the context of {int8_runner.context_length}"
+    ):
         int8_runner.forward(sequence, [1] * (int8_runner.context_length + 1))
     assert sequence.length == 0

@@ -51,11 +51,11 @@ class Command(BaseCommand):
 
     def _follow(self, pks: list[int]) -> None:
         if not celery_app.control.ping(timeout=1.0):
-            self.stdout.write("no worker is running; processing the documents here")
+            # A job a busy worker took meanwhile is skipped here (its lock is held) and waited for below.
+            self.stdout.write("no worker answered; processing the documents here")
             for pk in tqdm(pks, desc="ingesting", unit="doc", disable=None):
                 process_version(pk)
-            return
-        with tqdm(total=len(pks), desc="ingesting", unit="doc", disable=None) as bar:
+        with tqdm(total=len(pks), desc="waiting", unit="doc", disable=None) as bar:
             while True:
                 active = DocumentVersion.objects.filter(pk__in=pks, job_state__in=ACTIVE_STATES)
                 bar.n = len(pks) - active.count()
