@@ -90,6 +90,15 @@ def celery_worker(test_worker):
         test_worker.start()
 
 
+@pytest.fixture(autouse=True)
+def unhashed_static_files(settings):
+    """Pages render without `collectstatic`, which ./run runs for the application but not for tests."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
 @pytest.fixture
 def admin_user(db):
     return get_user_model().objects.create_superuser(username="root", password="s3cret-pass-word")
