@@ -10,6 +10,7 @@ The buffers live in host memory: the builds target the CPU, and GroupQueryAttent
 kernel for FP32 activations, so it runs on the CPU whatever the execution provider.
 """
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,3 +87,24 @@ class KVCache:
             keys=tuple(buffer[:, :, : self.length].copy() for buffer in self.keys),
             values=tuple(buffer[:, :, : self.length].copy() for buffer in self.values),
         )
+
+
+class PrefixCacheLRU:
+    """The prefix caches of the most recently used system prompts, keyed by their token ids."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[int, ...], PrefixCache] = OrderedDict()
+
+    def get(self, token_ids: tuple[int, ...]) -> PrefixCache | None:
+        prefix = self._entries.get(token_ids)
+        if prefix is not None:
+            self._entries.move_to_end(token_ids)
+        return prefix
+
+    def put(self, prefix: PrefixCache) -> None:
+        """Keep `prefix`, dropping the least recently used one when more than `capacity` are held."""
+        self._entries[prefix.token_ids] = prefix
+        self._entries.move_to_end(prefix.token_ids)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)

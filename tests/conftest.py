@@ -4,6 +4,7 @@
 worker never sees test tasks); pytest-django creates the test database on that server.
 """
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -16,6 +17,14 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from kb.celery import app as celery_app
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Run in a child before exec: the kernel kills it when the test process dies, so an
+    interrupted test run leaves no worker holding the test database open."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def database_url(settings_dict: dict) -> str:
@@ -50,6 +59,7 @@ class WorkerProcess:
             + ["--hostname", self.hostname, "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
             env=self.env,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         wait_for_worker(self.hostname)
 
@@ -91,8 +101,14 @@ def celery_worker(test_worker):
 
 
 @pytest.fixture(autouse=True)
-def unhashed_static_files(settings):
-    """Pages render without `collectstatic`, which ./run runs for the application but not for tests."""
+def unhashed_static_files(request):
+    """Pages render without `collectstatic`, which ./run runs for the application but not for tests.
+
+    Skipped where pytest runs without its Django plugin (`-p no:django`, for the plain-Python
+    tests of inference/ and kb/ingestion/)."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        return
+    settings = request.getfixturevalue("settings")
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

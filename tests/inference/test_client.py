@@ -1,0 +1,64 @@
+"""The web side's engine client against the real engine service (conftest `engine_url`)."""
+
+import socket
+import threading
+import time
+from contextlib import ExitStack
+
+import pytest
+
+from inference.client import EngineRequestRejected, EngineUnavailable, chat, chat_stream
+from tests.inference.test_serve import (
+    MAX_TOKENS,
+    QUESTION,
+    assert_idle,
+    in_process,
+    metric,
+    open_stream,
+    wait_until,
+)
+
+
+def test_chat_returns_the_answer_text(engine_url, int8_runner, tokenizer):
+    assert (
+        chat(engine_url, QUESTION, max_tokens=MAX_TOKENS) == in_process(int8_runner, tokenizer, QUESTION)[0]
+    )
+
+
+def test_chat_stream_yields_the_answer_in_pieces(engine_url, int8_runner, tokenizer):
+    deltas = list(chat_stream(engine_url, QUESTION, max_tokens=MAX_TOKENS))
+    assert len(deltas) > 1
+    assert "".join(deltas) == in_process(int8_runner, tokenizer, QUESTION)[0]
+
+
+def test_chat_retries_a_full_engine_after_retry_after_and_gets_its_answer(engine_url, int8_runner, tokenizer):
+    rejected = metric(engine_url, "kb_engine_requests_rejected_total")
+    answers = []
+    client = threading.Thread(
+        target=lambda: answers.append(chat(engine_url, QUESTION, max_tokens=MAX_TOKENS, retries=5))
+    )
+    with ExitStack() as streams:
+        for _ in range(3):
+            open_stream(streams, engine_url)
+        client.start()
+        wait_until(lambda: metric(engine_url, "kb_engine_requests_rejected_total") > rejected)
+    client.join(timeout=60)
+    assert answers == [in_process(int8_runner, tokenizer, QUESTION)[0]]
+    assert_idle(engine_url)
+
+
+def test_unreachable_engine_raises_engine_unavailable_after_its_retries():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailable, match="after 2 tries"):
+        chat(f"http://127.0.0.1:{closed_port}", QUESTION, max_tokens=MAX_TOKENS, retries=1, timeout=2.0)
+    assert time.monotonic() - started >= 0.5, "it waited before trying again"
+
+
+def test_rejected_request_is_not_retried_and_says_why(engine_url):
+    with pytest.raises(EngineRequestRejected, match="not served here"):
+        chat(engine_url, QUESTION, model="gpt-4", max_tokens=MAX_TOKENS, retries=5)
+    with pytest.raises(EngineRequestRejected, match="temperature"):
+        list(chat_stream(engine_url, QUESTION, temperature=7.0, retries=5))
