@@ -31,17 +31,23 @@ class Stack:
 
     def __init__(self, var: Path, port: int):
         self.var, self.port = var, port
+        self.engine_port = unused_port()
         self.layout = Layout(var)
         self.log = var.parent / f"{var.name}-output.log"
         self.process: subprocess.Popen | None = None
 
     def env(self) -> dict[str, str]:
-        inherited = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+        inherited = {
+            k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "ENGINE_URL"}
+        }
         return dict(
             inherited,
             KB_VAR_DIR=str(self.var),
             PORT=str(self.port),
             KB_ADMIN_PASSWORD="first-admin-pw-42",
+            # The small generator the engine tests use: it loads in a second.
+            KB_ENGINE_MODEL="smollm2-135m-instruct",
+            KB_ENGINE_PORT=str(self.engine_port),
         )
 
     def start(self) -> None:
@@ -107,20 +113,23 @@ def test_run_recovers_from_crashes_keeps_data_and_stops_cleanly(stack):
     stack.start()
     report = stack.wait_healthy()
     assert report["database"]["pgvector"] and report["worker"]["status"] == "up"
+    assert report["engine"]["status"] == "up"
+    assert report["engine"]["detail"]["model"] == "smollm2-135m-instruct"
     assert stack.sql("SELECT username FROM auth_user WHERE is_superuser") == [("admin",)]
     stack.sql("INSERT INTO kb_collection (name, description, created_at) VALUES ('Kept', '', now())")
 
-    # The web server dies: the supervisor starts a new one.
-    web = stack.pid("web")
-    os.kill(web, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while stack.pid("web") == web and time.monotonic() < deadline:
-        time.sleep(0.2)
-    stack.wait_healthy()
-    assert "web exited" in stack.output()
+    # The web server and the engine die: the supervisor starts new ones.
+    for name in ("web", "engine"):
+        pid = stack.pid(name)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while stack.pid(name) == pid and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stack.wait_healthy()
+        assert f"{name} exited" in stack.output()
 
     # The whole run dies at once, leaving pid files and orphans behind; ./run again recovers.
-    for name in ("supervisor", "web", "worker"):
+    for name in ("supervisor", "web", "worker", "engine"):
         os.kill(stack.pid(name), signal.SIGKILL)
     stack.process.wait()
     stack.start()

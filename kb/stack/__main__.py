@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from .layout import PROJECT_DIR, Layout, current_layout
 from .postgres import LocalPostgres, PostgresError
@@ -23,6 +24,9 @@ STACK_MARKER = "kb.stack"  # in the command line of every ./run process
 TEST_REDIS_DB = 15
 # Processes only the supervisor starts, with a word of their command line.
 APP_PROCESSES = {"web": "uvicorn", "worker": "celery", "engine": "inference.serve"}
+# The generator ./run serves; the engine listens on loopback only, the web side reaches it there.
+DEFAULT_ENGINE_MODEL = "qwen2.5-coder-0.5b-instruct"
+ENGINE_HOST = "127.0.0.1"
 
 
 def say(message: str) -> None:
@@ -118,14 +122,17 @@ def start() -> int:
     layout.pid_file("supervisor").write_text(str(os.getpid()))
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
-    env = _child_env(layout)
+    engine = _local_engine()
+    env = _child_env(layout, **({"ENGINE_URL": engine.url} if engine else {}))
     supervisor = Supervisor(layout, env)
     try:
         _stop_leftover_app_processes(layout)
         _ensure_port_free(host, port)
+        if engine:
+            _ensure_port_free(ENGINE_HOST, engine.port)
         with backing_services(layout, supervisor):
             try:
-                _start_application(env, supervisor, host, port)
+                _start_application(env, supervisor, host, port, engine)
                 while True:
                     time.sleep(0.5)
                     for message in supervisor.check():
@@ -140,14 +147,49 @@ def start() -> int:
         layout.pid_file("supervisor").unlink(missing_ok=True)
 
 
-def _start_application(env: dict[str, str], supervisor: Supervisor, host: str, port: int) -> None:
+@dataclass(frozen=True)
+class LocalEngine:
+    model: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{ENGINE_HOST}:{self.port}"
+
+
+def _local_engine() -> LocalEngine | None:
+    """The engine ./run starts itself, unless ENGINE_URL points at one elsewhere."""
+    if os.environ.get("ENGINE_URL"):
+        return None
+    return LocalEngine(
+        model=os.environ.get("KB_ENGINE_MODEL", DEFAULT_ENGINE_MODEL),
+        port=int(os.environ.get("KB_ENGINE_PORT", "8100")),
+    )
+
+
+def _start_application(
+    env: dict[str, str], supervisor: Supervisor, host: str, port: int, engine: LocalEngine | None
+) -> None:
     if _manage(env, "prepare") != 0:
         raise StackError("manage.py prepare (migrations, static files, admin account) failed")
+    if engine:
+        # A no-op once built: builds are cached per machine (KB_MODELS_DIR or ~/.cache/kb/models).
+        build = [PYTHON, "-m", "inference.build", engine.model, "--precision", "int8"]
+        if subprocess.run(build, env=env).returncode != 0:
+            raise StackError(f"building the model {engine.model} failed (see above)")
+        process = supervisor.start(_engine_service(engine))
+        _wait_for_port(ENGINE_HOST, engine.port, process, name="engine")
     supervisor.start(_worker_service())
     web = supervisor.start(_web_service(host, port))
-    _wait_for_port(host, port, web)
+    _wait_for_port(host, port, web, name="web server")
     say(f"the knowledge base is running at http://{host}:{port}/  (health: /healthz)")
     say(f"logs in {supervisor.layout.log_dir}; press Ctrl-C to stop")
+
+
+def _engine_service(engine: LocalEngine) -> Service:
+    command = [PYTHON, "-m", "inference.serve", "--model", engine.model, "--precision", "int8"]
+    command += ["--host", ENGINE_HOST, "--port", str(engine.port)]
+    return Service("engine", command, stop_timeout=20)
 
 
 def _worker_service() -> Service:
@@ -186,15 +228,17 @@ def _ensure_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _wait_for_port(host: str, port: int, process: subprocess.Popen, timeout: float = 60) -> None:
+def _wait_for_port(
+    host: str, port: int, process: subprocess.Popen, *, name: str, timeout: float = 180
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise StackError("the web server exited while starting; see var/log/web.log")
+            raise StackError(f"the {name} exited while starting; see its log in var/log/")
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
             return
         time.sleep(0.2)
-    raise StackError(f"the web server did not open {host}:{port} within {timeout:.0f} s")
+    raise StackError(f"the {name} did not open {host}:{port} within {timeout:.0f} s")
 
 
 def test(args: list[str]) -> int:
