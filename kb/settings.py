@@ -176,6 +176,10 @@ KB_MAX_UPLOAD_BYTES = int(os.environ.get("KB_MAX_UPLOAD_BYTES", str(100 * 1024 *
 # One document's job may take this long (a 100 MB upload of prose embeds in well under it);
 # past it the job fails with a reason instead of occupying a worker for good.
 KB_INGEST_TIME_LIMIT = int(os.environ.get("KB_INGEST_TIME_LIMIT", "3600"))
+# Every worker looks for jobs whose worker died this often (and once when it starts). A job
+# still queued after KB_QUEUED_JOB_TIMEOUT seconds is queued again (its message may be lost).
+KB_STALLED_CHECK_SECONDS = int(os.environ.get("KB_STALLED_CHECK_SECONDS", "60"))
+KB_QUEUED_JOB_TIMEOUT = int(os.environ.get("KB_QUEUED_JOB_TIMEOUT", "900"))
 
 # --- Files, static, i18n ---------------------------------------------------------------------
 

@@ -1,6 +1,9 @@
 """Celery tasks. Each one is a thin wrapper around a service function."""
 
+import logging
 import socket
+import threading
+import time
 
 from celery import shared_task
 from celery.signals import worker_ready
@@ -8,6 +11,8 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from kb.services import ingestion
+
+logger = logging.getLogger(__name__)
 
 
 # The time limits travel in each task message, taken from the process that queues the job
@@ -25,9 +30,21 @@ def ingest_version(version_id: int) -> None:
 
 
 @worker_ready.connect
-def requeue_stalled_jobs(**kwargs) -> None:
-    """A starting worker picks up the jobs of workers that died mid-way."""
+def watch_stalled_jobs(**kwargs) -> None:
+    """A starting worker picks up the jobs of workers that died mid-way, and keeps looking."""
     ingestion.requeue_stalled_versions()
+    threading.Thread(target=_watch_stalled_jobs, name="stalled-jobs", daemon=True).start()
+
+
+def _watch_stalled_jobs() -> None:
+    while True:
+        time.sleep(settings.KB_STALLED_CHECK_SECONDS)
+        try:
+            ingestion.requeue_stalled_versions()
+        except DatabaseError:
+            logger.warning("could not check for stalled ingestion jobs", exc_info=True)
+        finally:
+            connection.close()
 
 
 @shared_task

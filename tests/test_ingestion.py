@@ -6,16 +6,25 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
 from kb.models import AuditEvent, Chunk, Collection, Document, DocumentVersion
 from kb.selectors import current_chunks
-from kb.services.ingestion import UploadRejected, stalled_versions, upload_document
+from kb.services.ingestion import (
+    LOCK_NAMESPACE,
+    UploadRejected,
+    requeue_stalled_versions,
+    stalled_versions,
+    upload_document,
+)
 from kb.stack.layout import PROJECT_DIR
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, database_url
 
 State = DocumentVersion.JobState
 
@@ -189,6 +198,30 @@ def test_a_job_over_the_time_limit_fails_with_a_reason(celery_worker, tmp_path):
     assert version.job_state == State.FAILED
     assert version.error == "processing took longer than the limit of 0 minutes"
     assert not version.chunks.exists()
+
+
+@pytest.mark.django_db
+def test_stalled_jobs_are_the_running_ones_no_worker_holds_and_queued_ones_waiting_too_long(settings):
+    collection = Collection.objects.create(name="HR")
+
+    def job(name: str, state: str, waited: float = 0) -> int:
+        version = upload(collection, name, f"# {name}\n\nSome text.".encode())
+        updated_at = timezone.now() - timedelta(seconds=waited)
+        DocumentVersion.objects.filter(pk=version.pk).update(job_state=state, updated_at=updated_at)
+        return version.pk
+
+    dead = job("dead.md", State.EMBEDDING)
+    alive = job("alive.md", State.EMBEDDING)
+    waiting = job("waiting.md", State.QUEUED)
+    lost = job("lost.md", State.QUEUED, waited=settings.KB_QUEUED_JOB_TIMEOUT + 60)
+    job("finished.md", State.DONE)
+    with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other_worker:
+        other_worker.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_NAMESPACE, alive])
+        assert stalled_versions() == [dead, lost]
+        assert requeue_stalled_versions() == [dead, lost]
+        assert DocumentVersion.objects.get(pk=dead).job_state == State.QUEUED
+        assert stalled_versions() == []  # queued again just now: no second message
+    assert waiting not in stalled_versions()
 
 
 @pytest.mark.django_db(transaction=True)

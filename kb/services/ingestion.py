@@ -10,7 +10,9 @@ lock, so a job whose state says "active" but whose lock is free has lost its wor
 import hashlib
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from pathlib import PurePath
 from typing import IO
@@ -20,6 +22,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from kb.ingestion.chunking import ChunkWindow, chunk_document
@@ -33,9 +36,13 @@ from retrieval.embedding import count_tokens, embed_passages, token_spans
 logger = logging.getLogger(__name__)
 
 State = DocumentVersion.JobState
-ACTIVE_STATES = [State.QUEUED, State.PARSING, State.CHUNKING, State.EMBEDDING, State.INDEXING]
+RUNNING_STATES = [State.PARSING, State.CHUNKING, State.EMBEDDING, State.INDEXING]
+ACTIVE_STATES = [State.QUEUED, *RUNNING_STATES]
 # First key of the two-part advisory lock; the second is the version id.
 LOCK_NAMESPACE = 4242
+# A stalled-job check holds a job's lock for a moment; a worker that meets it tries again.
+LOCK_ATTEMPTS = 5
+LOCK_RETRY_SECONDS = 0.2
 READ_BLOCK = 1024 * 1024
 
 
@@ -136,11 +143,9 @@ def _store(content: IO[bytes]) -> tuple[str, str, int]:
 
 def process_version(version_id: int) -> None:
     """Run one version through parse → chunk → embed → swap. Safe to call again at any point."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, version_id])
-        if not cursor.fetchone()[0]:
-            logger.info("version %s is being processed by another worker", version_id)
-            return
+    if not _lock(version_id):
+        logger.info("version %s is being processed by another worker", version_id)
+        return
     try:
         version = DocumentVersion.objects.select_related("document").filter(pk=version_id).first()
         if version is None or version.job_state in (State.DONE, State.FAILED):
@@ -167,30 +172,52 @@ def process_version(version_id: int) -> None:
 
 
 def stalled_versions() -> list[int]:
-    """Versions in an active state that no worker holds: their worker died. Oldest first."""
+    """Jobs that no worker holds although they should be running: their worker died.
+
+    A job still queued has no holder either, because no worker has reached it yet; it counts
+    only after waiting longer than KB_QUEUED_JOB_TIMEOUT (its message may have been lost).
+    """
+    queued_before = timezone.now() - timedelta(seconds=settings.KB_QUEUED_JOB_TIMEOUT)
+    candidates = list(
+        DocumentVersion.objects.filter(
+            Q(job_state__in=RUNNING_STATES) | Q(job_state=State.QUEUED, updated_at__lt=queued_before)
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     stalled = []
-    with connection.cursor() as cursor:
-        for pk in (
-            DocumentVersion.objects.filter(job_state__in=ACTIVE_STATES)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        ):
-            cursor.execute(
-                "SELECT pg_try_advisory_lock(%s, %s), pg_advisory_unlock(%s, %s)",
-                [LOCK_NAMESPACE, pk, LOCK_NAMESPACE, pk],
-            )
-            acquired, _ = cursor.fetchone()
-            if acquired:
+    # Transaction-level locks, released at once when the check ends; a worker that tries to
+    # take one of them meanwhile retries briefly (see _lock).
+    with transaction.atomic(), connection.cursor() as cursor:
+        for pk in candidates:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, pk])
+            if cursor.fetchone()[0]:
                 stalled.append(pk)
     return stalled
 
 
 def requeue_stalled_versions() -> list[int]:
-    """Queue again every job whose worker died (called when a worker starts)."""
+    """Queue every stalled job again; it resumes after the chunks it had already stored."""
     stalled = stalled_versions()
+    if stalled:
+        logger.warning("re-queueing ingestion jobs whose worker died: %s", stalled)
+        DocumentVersion.objects.filter(pk__in=stalled).update(
+            job_state=State.QUEUED, updated_at=timezone.now()
+        )
     for pk in stalled:
         queue_version(pk)
     return stalled
+
+
+def _lock(version_id: int) -> bool:
+    """Take the job's session lock; False when another worker holds it."""
+    with connection.cursor() as cursor:
+        for _ in range(LOCK_ATTEMPTS):
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, version_id])
+            if cursor.fetchone()[0]:
+                return True
+            time.sleep(LOCK_RETRY_SECONDS)
+    return False
 
 
 def _set_state(version: DocumentVersion, state: str, **fields) -> None:
