@@ -1,12 +1,13 @@
 """Celery tasks. Each one is a thin wrapper around a service function."""
 
 import logging
+import os
 import socket
 import threading
 import time
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 from django.db import DatabaseError, connection
 
@@ -27,6 +28,16 @@ logger = logging.getLogger(__name__)
 )
 def ingest_version(version_id: int) -> None:
     ingestion.process_version(version_id)
+
+
+@worker_process_init.connect
+def share_cores_between_worker_processes(**kwargs) -> None:
+    """Each pool process embeds with its share of the cores: N processes with all cores each
+    would oversubscribe the CPU, while one process parsing and another embedding overlap well."""
+    import torch
+
+    concurrency = int(os.environ.get("KB_WORKER_CONCURRENCY", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // concurrency))
 
 
 @worker_ready.connect
