@@ -5,6 +5,7 @@ import signal
 import socket
 
 import pytest
+from django.db import connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,3 +58,17 @@ def test_unreachable_engine_is_named(client, celery_worker, settings):
     assert response.status_code == 503
     assert response.json()["down"] == ["engine"]
     assert "unreachable" in response.json()["engine"]["error"]
+
+
+def test_database_down_is_named(client, celery_worker, tmp_path):
+    original_host = connection.settings_dict["HOST"]
+    connection.close()
+    connection.settings_dict["HOST"] = str(tmp_path / "no-server-here")
+    try:
+        response = client.get("/healthz")
+    finally:
+        connection.close()
+        connection.settings_dict["HOST"] = original_host
+    assert response.status_code == 503
+    assert response.json()["down"] == ["database"]
+    assert response.json()["database"]["status"] == "down"
