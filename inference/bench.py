@@ -1,11 +1,14 @@
 """Measure the built generators on this machine: size, time to first token, decode speed. Prints JSON.
 
     python -m inference.bench [NAME/PRECISION ...] [--prompt-tokens 600] [--new-tokens 64] [--repeats 2]
+                              [--streams 1 4 8]
 
 Time to first token is prefill of the whole prompt plus picking the first token; it is measured again
 with all but the last `--uncached-tokens` of the prompt taken from a prefix cache, the case of a fixed
 system prompt. Decode speed is greedy single-sequence decoding that ignores end-of-sequence, so every
-run decodes the same number of tokens. A benchmark, not a test: numbers vary with machine load.
+run decodes the same number of tokens. Throughput is the same decoding for `--streams` sequences
+decoded together in one batch, all tokens counted. A benchmark, not a test: numbers vary with machine
+load.
 """
 
 import argparse
@@ -61,6 +64,16 @@ def decode_rate(runner: ModelRunner, prompt_ids: list[int], new_tokens: int) -> 
     return new_tokens / (time.perf_counter() - started)
 
 
+def batched_decode_rate(runner: ModelRunner, prompt_ids: list[int], streams: int, new_tokens: int) -> float:
+    """Total tokens per second of greedy decoding `streams` sequences in one batch, prefills excluded."""
+    batch = runner.new_batch(streams)
+    token_ids = [int(np.argmax(runner.forward(batch.add(), prompt_ids))) for _ in range(streams)]
+    started = time.perf_counter()
+    for _ in range(new_tokens):
+        token_ids = [int(token_id) for token_id in np.argmax(runner.decode(batch, token_ids), axis=1)]
+    return streams * new_tokens / (time.perf_counter() - started)
+
+
 def bench_build(name: str, precision: str, args: argparse.Namespace) -> dict:
     generator = generator_named(name)
     build_dir = build_path(models_dir(), name, generator.version, precision)
@@ -73,6 +86,12 @@ def bench_build(name: str, precision: str, args: argparse.Namespace) -> dict:
     ttft = [time_to_first_token(runner, prompt_ids) for _ in range(args.repeats)]
     ttft_prefix = [time_to_first_token(runner, prompt_ids, prefix) for _ in range(args.repeats)]
     rates = [decode_rate(runner, prompt_ids, args.new_tokens) for _ in range(args.repeats)]
+    throughput = {
+        streams: [
+            batched_decode_rate(runner, prompt_ids, streams, args.new_tokens) for _ in range(args.repeats)
+        ]
+        for streams in args.streams
+    }
     return {
         "model": name,
         "precision": precision,
@@ -86,6 +105,9 @@ def bench_build(name: str, precision: str, args: argparse.Namespace) -> dict:
         ),
         "decode_tokens": args.new_tokens,
         "decode_tokens_per_s": _summary(rates),
+        "batched_decode_total_tokens_per_s": {
+            str(streams): _summary(samples) for streams, samples in throughput.items()
+        },
     }
 
 
@@ -113,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--uncached-tokens", type=int, default=100)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 8], help="batch sizes to measure")
     args = parser.parse_args(argv)
     results = []
     for target in args.targets:

@@ -1,11 +1,13 @@
 """Generating a completion for one prompt as a stream of chunks: sampling, stop sequences, limits.
 
-This is the single-sequence loop on top of the runner; the scheduler will drive the same pieces
-(Sampler, CompletionText) for many sequences at once.
+TokenStream turns each step's logits into the next chunk and decides when a completion ends;
+`generate` drives one on a sequence of its own, the scheduler drives many over one decode batch.
 """
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+import numpy as np
 
 from inference.chat import ChatTokenizer
 from inference.kv_cache import PrefixCache
@@ -70,6 +72,34 @@ class CompletionText:
         )
 
 
+class TokenStream:
+    """One completion's progress: picks each token from the logits and says when the completion ends.
+
+    It ends with finish reason "stop" at an end-of-sequence token or a stop sequence (neither is part
+    of the text), and "length" at max_tokens or when the sequence's context is full.
+    """
+
+    def __init__(self, tokenizer: ChatTokenizer, params: SamplingParams) -> None:
+        self._sampler = Sampler(params)
+        self._text = CompletionText(tokenizer, params.stop)
+        self._eos_token_ids = tokenizer.eos_token_ids
+        self._max_tokens = params.max_tokens
+        self._count = 0
+
+    def next_chunk(self, logits: np.ndarray, *, context_full: bool) -> Chunk:
+        """The chunk of the token picked from `logits` (1-D); `context_full` when it cannot be appended."""
+        token_id = self._sampler(logits)
+        self._count += 1
+        if token_id in self._eos_token_ids:
+            return Chunk(token_id, self._text.rest(), STOP)
+        delta, stopped = self._text.add(token_id)
+        if stopped:
+            return Chunk(token_id, delta, STOP)
+        if self._count == self._max_tokens or context_full:
+            return Chunk(token_id, delta + self._text.rest(), LENGTH)
+        return Chunk(token_id, delta)
+
+
 def generate(
     runner: ModelRunner,
     tokenizer: ChatTokenizer,
@@ -78,29 +108,19 @@ def generate(
     *,
     prefix: PrefixCache | None = None,
 ) -> Iterator[Chunk]:
-    """Stream the completion of `prompt_ids`, one chunk per generated token.
+    """Stream the completion of `prompt_ids` on a sequence of its own, one chunk per generated token.
 
-    Ends with finish reason "stop" at an end-of-sequence token or a stop sequence (neither is part of
-    the text), and "length" at max_tokens or when the context is full. A `prefix` whose tokens start
-    the prompt is copied in instead of being computed again. Raises ContextLengthExceeded when the
-    prompt alone does not fit.
+    The last chunk has a finish reason (see TokenStream). A `prefix` whose tokens start the prompt is
+    copied in instead of being computed again. Raises ContextLengthExceeded when the prompt alone does
+    not fit.
     """
-    sampler = Sampler(params)
-    text = CompletionText(tokenizer, params.stop)
+    stream = TokenStream(tokenizer, params)
     usable_prefix = prefix if prefix is not None and prefix.is_prefix_of(prompt_ids) else None
     sequence = runner.new_sequence(usable_prefix)
     logits = runner.forward(sequence, prompt_ids[sequence.length :])
-    for count in range(1, params.max_tokens + 1):
-        token_id = sampler(logits)
-        if token_id in tokenizer.eos_token_ids:
-            yield Chunk(token_id, text.rest(), STOP)
+    while True:
+        chunk = stream.next_chunk(logits, context_full=sequence.length == runner.context_length)
+        yield chunk
+        if chunk.finish_reason is not None:
             return
-        delta, stopped = text.add(token_id)
-        if stopped:
-            yield Chunk(token_id, delta, STOP)
-            return
-        if count == params.max_tokens or sequence.length == runner.context_length:
-            yield Chunk(token_id, delta + text.rest(), LENGTH)
-            return
-        yield Chunk(token_id, delta)
-        logits = runner.forward(sequence, [token_id])
+        logits = runner.forward(sequence, [chunk.token_id])

@@ -1,10 +1,10 @@
-"""Key/value caches allocated once per sequence, and snapshots of a shared prompt prefix.
+"""Key/value caches allocated once for a batch of sequences, and snapshots of a shared prompt prefix.
 
 The exported graph's GroupQueryAttention takes `past_key_values.N.*` and returns `present.N.*`; when
 both are bound to the same buffer of shape (batch, kv_heads, capacity, head_size) it writes the new
 positions in place and reads only the first `seqlens_k + 1` positions of each row (ONNX Runtime
-detects the shared buffer by pointer equality). So a sequence's cache is allocated once at full
-capacity and never copied or re-fed while it grows.
+detects the shared buffer by pointer equality). So the caches are allocated once at full capacity
+and never copied or re-fed while they grow; a contiguous run of rows, bound as one view, is a batch.
 
 The buffers live in host memory: the builds target the CPU, and GroupQueryAttention has no CUDA
 kernel for FP32 activations, so it runs on the CPU whatever the execution provider.
@@ -59,33 +59,37 @@ class PrefixCache:
         )
 
 
-class KVCache:
-    """One sequence's keys and values: per layer a (1, kv_heads, capacity, head_size) float32 buffer.
+class KVPool:
+    """The keys and values of up to `rows` sequences: per layer a (rows, kv_heads, capacity, head_size)
+    float32 buffer, one row per sequence.
 
-    `length` positions are filled. np.zeros maps memory lazily, so an unused tail costs no RAM.
+    Rows carry no length of their own; the caller (runner.SequenceBatch) knows how many positions of
+    each row are filled. np.zeros maps memory lazily, so unused rows and tails cost no RAM.
     """
 
-    def __init__(self, layout: CacheLayout, capacity: int) -> None:
-        shape = (1, layout.kv_heads, capacity, layout.head_size)
+    def __init__(self, layout: CacheLayout, rows: int, capacity: int) -> None:
+        shape = (rows, layout.kv_heads, capacity, layout.head_size)
         self.keys = tuple(np.zeros(shape, np.float32) for _ in range(layout.layers))
         self.values = tuple(np.zeros(shape, np.float32) for _ in range(layout.layers))
-        self.length = 0
 
-    def load(self, prefix: PrefixCache) -> None:
-        """Start this (empty) cache with a copy of a prefix's keys and values."""
+    def load(self, row: int, prefix: PrefixCache) -> None:
+        """Start `row` with a copy of a prefix's keys and values, in its first len(token_ids) positions."""
         count = len(prefix.token_ids)
         for buffer, cached in zip(self.keys + self.values, prefix.keys + prefix.values, strict=True):
-            buffer[:, :, :count] = cached
-        self.length = count
+            buffer[row, :, :count] = cached[0]
 
-    def snapshot(self, token_ids: list[int]) -> PrefixCache:
-        """A copy of the filled positions, which must be exactly the keys and values of `token_ids`."""
-        if len(token_ids) != self.length:
-            raise ValueError(f"the cache holds {self.length} positions, not the {len(token_ids)} given")
+    def move(self, source: int, target: int, length: int) -> None:
+        """Copy the first `length` positions of row `source` into row `target`."""
+        for buffer in self.keys + self.values:
+            buffer[target, :, :length] = buffer[source, :, :length]
+
+    def snapshot(self, row: int, token_ids: list[int]) -> PrefixCache:
+        """A copy of the first len(token_ids) positions of `row`, which must hold those tokens' cache."""
+        count = len(token_ids)
         return PrefixCache(
             token_ids=tuple(token_ids),
-            keys=tuple(buffer[:, :, : self.length].copy() for buffer in self.keys),
-            values=tuple(buffer[:, :, : self.length].copy() for buffer in self.values),
+            keys=tuple(buffer[row : row + 1, :, :count].copy() for buffer in self.keys),
+            values=tuple(buffer[row : row + 1, :, :count].copy() for buffer in self.values),
         )
 
 

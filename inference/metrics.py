@@ -28,6 +28,9 @@ class EngineMetrics:
         self._finished: dict[str, int] = {}
         self._rejected_total = 0
         self._prefix_hits_total = 0
+        self._decode_passes_total = 0
+        self._decoded_sequences_total = 0
+        self._last_decode_batch = 0
         self._recent_tokens: deque[float] = deque()
 
     def observe_first_token(self, seconds: float) -> None:
@@ -58,6 +61,13 @@ class EngineMetrics:
     def count_prefix_hit(self) -> None:
         with self._lock:
             self._prefix_hits_total += 1
+
+    def observe_decode_pass(self, batch_size: int) -> None:
+        """One decode pass that appended a token to each of `batch_size` sequences."""
+        with self._lock:
+            self._decode_passes_total += 1
+            self._decoded_sequences_total += batch_size
+            self._last_decode_batch = batch_size
 
     def tokens_per_second(self) -> float:
         """Tokens generated per second over the last RATE_WINDOW_SECONDS, all sequences together."""
@@ -102,12 +112,23 @@ class EngineMetrics:
                 "# HELP kb_engine_prefix_cache_hits_total Requests whose system prompt KV cache was reused.",
                 "# TYPE kb_engine_prefix_cache_hits_total counter",
                 f"kb_engine_prefix_cache_hits_total {self._prefix_hits_total}",
+                "# HELP kb_engine_decode_batch_size Sequences in the latest decode pass (0 when idle).",
+                "# TYPE kb_engine_decode_batch_size gauge",
+                f"kb_engine_decode_batch_size {self._last_decode_batch if active_sequences else 0}",
+                "# HELP kb_engine_decode_passes_total Decode passes, each appending a token to every "
+                "sequence in the batch.",
+                "# TYPE kb_engine_decode_passes_total counter",
+                f"kb_engine_decode_passes_total {self._decode_passes_total}",
+                "# HELP kb_engine_decoded_sequences_total Sequences summed over decode passes; divided by "
+                "the passes, the mean decode batch size.",
+                "# TYPE kb_engine_decoded_sequences_total counter",
+                f"kb_engine_decoded_sequences_total {self._decoded_sequences_total}",
             ]
         lines += [
             "# HELP kb_engine_queue_depth Requests waiting for a place in the batch.",
             "# TYPE kb_engine_queue_depth gauge",
             f"kb_engine_queue_depth {queue_depth}",
-            "# HELP kb_engine_active_sequences Sequences being generated (the batch size).",
+            "# HELP kb_engine_active_sequences Sequences being generated, all decoded together.",
             "# TYPE kb_engine_active_sequences gauge",
             f"kb_engine_active_sequences {active_sequences}",
             "# HELP kb_engine_max_batch Most sequences generated at once.",

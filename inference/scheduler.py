@@ -1,27 +1,26 @@
-"""Admission and the generation loop: one thread owns the model runner and advances every active sequence.
+"""Admission and the generation loop: one thread owns the model runner and a decode batch of sequences.
 
 Requests wait in a bounded queue; the loop admits them while the batch has room (at most `max_batch`
-sequences) and then gives every active sequence one step. A new sequence's first step is its prefill,
-started from the cached KV cache of its system prompt when it has one; every later step decodes one
-token. So prefills of newcomers run between the decode steps of the others.
-
-This interleaves sequences round-robin; it does not yet batch them into one forward pass, because the
-runner runs one sequence per call. Total tokens/s therefore stays that of one sequence, shared among
-the active ones; true batched decode belongs in runner.py and changes nothing above `_step`.
+sequences). Each admitted request joins the batch with its prefill, run on its own row and started
+from the cached KV cache of its system prompt when it has one, which gives its first token. Then one
+decode pass appends a token to every sequence in the batch at once. So newcomers' prefills run
+between decode passes, and sequences join and leave the batch at any pass.
 """
 
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from inference.chat import ChatTokenizer
-from inference.generation import Chunk, generate
+from inference.generation import Chunk, TokenStream
 from inference.kv_cache import PrefixCache, PrefixCacheLRU
 from inference.metrics import EngineMetrics
-from inference.runner import ModelRunner
+from inference.runner import ModelRunner, Sequence
 from inference.sampling import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -59,9 +58,12 @@ class GenerationRequest:
 
 @dataclass(eq=False)
 class _Running:
+    """A request in the batch: its sequence, its progress, and the token the next decode pass appends."""
+
     request: GenerationRequest
-    chunks: Iterator[Chunk]
-    first_token_seen: bool = False
+    sequence: Sequence
+    stream: TokenStream
+    next_token_id: int = 0
 
 
 class Scheduler:
@@ -87,8 +89,9 @@ class Scheduler:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self._prefixes = PrefixCacheLRU(prefix_cache_size)
+        self._batch = runner.new_batch(max_batch)
         self._waiting: deque[GenerationRequest] = deque()
-        # Only the scheduler thread changes `_running`; other threads only read its length.
+        # Only the scheduler thread reads or changes `_running`.
         self._running: list[_Running] = []
         # Requests taken from the queue and not yet finished; with the queue, what `submit` bounds.
         self._in_batch = 0
@@ -102,7 +105,9 @@ class Scheduler:
 
     @property
     def active_sequences(self) -> int:
-        return len(self._running)
+        """Requests out of the queue and not finished: in the batch, or admitted and awaiting prefill."""
+        # Not len(_running): a request admitted with others waits outside it while their prefills run.
+        return self._in_batch
 
     def start(self) -> None:
         self._thread.start()
@@ -143,35 +148,84 @@ class Scheduler:
                 while self._waiting and self._in_batch < self.max_batch:
                     admitted.append(self._waiting.popleft())
                     self._in_batch += 1
-            # Prefix caches are computed outside the lock so that submit never waits on a forward pass.
+            # Prefills run outside the lock so that submit never waits on a forward pass.
             for request in admitted:
-                running = self._start(request)
-                if running is None:
-                    self._leave_batch()
-                else:
-                    self._running.append(running)
+                self._start(request)
+            for running in [running for running in self._running if running.request.cancelled]:
+                self.metrics.count_finished(CANCELLED)
+                self._leave(running)
+            if self._running:
+                self._decode()
+
+    def _start(self, request: GenerationRequest) -> None:
+        """Prefill `request` into a new row of the batch and deliver its first token."""
+        if request.cancelled:  # after it left the queue, before it got here
+            self.metrics.count_finished(CANCELLED)
+            self._leave_batch()
+            return
+        try:
+            prefix = self._prefix_for(request)
+            sequence = self._batch.add(prefix)
+        except Exception as error:
+            self._fail(request, error)
+            self._leave_batch()
+            return
+        running = _Running(request, sequence, TokenStream(self.tokenizer, request.params))
+        self._running.append(running)
+        try:
+            logits = self.runner.forward(sequence, request.prompt_ids[sequence.length :])
+        except Exception as error:
+            self._fail(request, error)
+            self._leave(running)
+            return
+        self.metrics.observe_first_token(time.monotonic() - request.arrived_at)
+        self._advance(running, logits)
+
+    def _decode(self) -> None:
+        """One decode pass over the whole batch, then each sequence's next chunk."""
+        token_ids = [0] * len(self._running)
+        for running in self._running:
+            token_ids[running.sequence.row] = running.next_token_id
+        try:
+            logits = self.runner.decode(self._batch, token_ids)
+        except Exception as error:
+            # The pass failed for every row alike: no sequence in it can go on.
             for running in list(self._running):
-                if self._step(running):
-                    self._running.remove(running)
-                    self._leave_batch()
+                self._fail(running.request, error)
+                self._leave(running)
+            return
+        self.metrics.observe_decode_pass(len(token_ids))
+        # Rows move as sequences leave, so every row's logits are taken before any leaves.
+        for running, row_logits in [(running, logits[running.sequence.row]) for running in self._running]:
+            self._advance(running, row_logits)
+
+    def _advance(self, running: _Running, logits: np.ndarray) -> None:
+        """Pick `running`'s next token from `logits` and deliver it; it leaves the batch when finished."""
+        sequence = running.sequence
+        try:
+            chunk = running.stream.next_chunk(
+                logits, context_full=sequence.length == self.runner.context_length
+            )
+        except Exception as error:
+            self._fail(running.request, error)
+            self._leave(running)
+            return
+        self.metrics.count_token()
+        running.request.on_event(chunk)
+        if chunk.finish_reason is not None:
+            self.metrics.count_finished(chunk.finish_reason)
+            self._leave(running)
+        else:
+            running.next_token_id = chunk.token_id
+
+    def _leave(self, running: _Running) -> None:
+        self._running.remove(running)
+        self._batch.remove(running.sequence)
+        self._leave_batch()
 
     def _leave_batch(self) -> None:
         with self._wakeup:
             self._in_batch -= 1
-
-    def _start(self, request: GenerationRequest) -> _Running | None:
-        try:
-            chunks = generate(
-                self.runner,
-                self.tokenizer,
-                request.prompt_ids,
-                request.params,
-                prefix=self._prefix_for(request),
-            )
-        except Exception as error:
-            self._fail(request, error)
-            return None
-        return _Running(request, chunks)
 
     def _prefix_for(self, request: GenerationRequest) -> PrefixCache | None:
         """The KV cache of the request's system prompt, computed on its first use and kept in an LRU."""
@@ -188,28 +242,6 @@ class Scheduler:
             prefix = self.runner.prefix_cache(list(prefix_ids))
             self._prefixes.put(prefix)
         return prefix
-
-    def _step(self, running: _Running) -> bool:
-        """Advance one sequence by one step (prefill or one decoded token); True when it has finished."""
-        request = running.request
-        if request.cancelled:
-            running.chunks.close()
-            self.metrics.count_finished(CANCELLED)
-            return True
-        try:
-            chunk = next(running.chunks)
-        except Exception as error:
-            self._fail(request, error)
-            return True
-        if not running.first_token_seen:
-            running.first_token_seen = True
-            self.metrics.observe_first_token(time.monotonic() - request.arrived_at)
-        self.metrics.count_token()
-        request.on_event(chunk)
-        if chunk.finish_reason is not None:
-            self.metrics.count_finished(chunk.finish_reason)
-            return True
-        return False
 
     def _fail(self, request: GenerationRequest, error: Exception) -> None:
         # A failing sequence must not take the loop, and every other sequence, down with it.

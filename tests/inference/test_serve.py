@@ -143,6 +143,35 @@ def test_two_concurrent_requests_both_complete_with_their_own_answers(engine_url
     }
 
 
+def test_concurrent_greedy_requests_are_decoded_together_and_answered_as_one_at_a_time(engine_url):
+    """Three requests fill both rows and the queue; they join and leave the decode batch at different
+    tokens. On INT8 a row's logits do not depend on the other rows here, so the texts match exactly."""
+    # Its own system prompt: the prefix-cache test below counts the first use of SYSTEM_QUESTION's.
+    system_question = [{"role": "system", "content": "Answer like a pirate."}, *OTHER_QUESTION]
+    asks = {"question": (QUESTION, MAX_TOKENS), "other": (OTHER_QUESTION, 5), "system": (system_question, 9)}
+    sequential = {
+        name: greedy_answer(engine_url, messages, tokens)["choices"][0]["message"]["content"]
+        for name, (messages, tokens) in asks.items()
+    }
+    passes = metric(engine_url, "kb_engine_decode_passes_total")
+    decoded = metric(engine_url, "kb_engine_decoded_sequences_total")
+    concurrent = {}
+
+    def ask(name, messages, tokens):
+        concurrent[name] = greedy_answer(engine_url, messages, tokens)["choices"][0]["message"]["content"]
+
+    threads = [threading.Thread(target=ask, args=(name, *ask_)) for name, ask_ in asks.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert concurrent == sequential
+    # Fewer passes than decoded tokens: sequences shared passes.
+    assert metric(engine_url, "kb_engine_decoded_sequences_total") - decoded > (
+        metric(engine_url, "kb_engine_decode_passes_total") - passes
+    )
+
+
 def test_repeated_system_prompt_reuses_its_cache_and_gives_the_same_answer(
     engine_url, int8_runner, tokenizer
 ):
