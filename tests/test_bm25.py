@@ -1,0 +1,112 @@
+"""BM25 in PostgreSQL scores exactly like rank_bm25.BM25Okapi over the passages of the given scopes."""
+
+import itertools
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rank_bm25 import BM25Okapi
+
+from retrieval.bm25 import add_passages, bm25_top_k, remove_passages
+from retrieval.models import Posting, ScopeStats, TermStats
+from retrieval.tokenizer import search_tokens
+
+pytestmark = pytest.mark.django_db
+
+WORDS = [
+    "contract",
+    "invoice",
+    "liability",
+    "payment",
+    "tenant",
+    "audit",
+    "refund",
+    "iso-9001",
+    "2024",
+    "合同",
+]
+ids = itertools.count(1)
+scopes = itertools.count(1)
+
+documents = st.lists(
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=12).map(" ".join), min_size=1, max_size=12
+)
+queries = st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join)
+
+
+def index(scope: int, texts: list[str]) -> list[int]:
+    passage_ids = [next(ids) for _ in texts]
+    add_passages(scope, zip(passage_ids, texts, strict=True))
+    return passage_ids
+
+
+def assert_scores_match_oracle(query: str, scope_ids: list[int], corpus: dict[int, str]) -> None:
+    """Every passage found scores as rank_bm25 says; every passage rank_bm25 scores is found."""
+    oracle = BM25Okapi([search_tokens(text) for text in corpus.values()]).get_scores(search_tokens(query))
+    found = dict(bm25_top_k(query, scopes=scope_ids, k=len(corpus) + 1))
+    assert set(found) <= set(corpus)
+    for passage_id, expected in zip(corpus, oracle, strict=True):
+        if passage_id in found:
+            assert found[passage_id] == pytest.approx(expected, abs=1e-6)
+        else:
+            assert expected == pytest.approx(0, abs=1e-12)
+    best = [passage_id for passage_id, _ in bm25_top_k(query, scopes=scope_ids, k=3)]
+    assert best == [pid for pid, _ in sorted(found.items(), key=lambda item: (-item[1], item[0]))][:3]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=documents, query=queries)
+def test_scores_equal_rank_bm25(texts, query):
+    scope = next(scopes)
+    corpus = dict(zip(index(scope, texts), texts, strict=True))
+    assert_scores_match_oracle(query, [scope], corpus)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=documents, query=queries, data=st.data())
+def test_scores_stay_exact_after_deletions(texts, query, data):
+    scope = next(scopes)
+    corpus = dict(zip(index(scope, texts), texts, strict=True))
+    removed = data.draw(st.lists(st.sampled_from(list(corpus)), unique=True, max_size=len(corpus) - 1))
+    remove_passages(removed)
+    remaining = {pid: text for pid, text in corpus.items() if pid not in removed}
+    assert_scores_match_oracle(query, [scope], remaining)
+
+
+def test_statistics_come_from_the_readable_scopes_only():
+    readable, hidden = next(scopes), next(scopes)
+    visible = dict(
+        zip(
+            index(readable, ["tenant payment", "audit refund"]),
+            ["tenant payment", "audit refund"],
+            strict=True,
+        )
+    )
+    index(hidden, ["tenant tenant", "tenant audit", "tenant invoice"] * 5)
+    # Passages of the hidden scope are neither returned nor counted in the idf.
+    assert_scores_match_oracle("tenant", [readable], visible)
+    assert {pid for pid, _ in bm25_top_k("tenant", scopes=[readable], k=50)} <= set(visible)
+
+
+def test_removing_everything_leaves_no_statistics():
+    scope = next(scopes)
+    remove_passages(index(scope, ["tenant payment", "audit refund"]))
+    assert not ScopeStats.objects.filter(scope=scope).exists()
+    assert not TermStats.objects.filter(scope=scope).exists()
+    assert not Posting.objects.filter(scope=scope).exists()
+    assert bm25_top_k("tenant", scopes=[scope], k=5) == []
+
+
+@pytest.mark.parametrize(
+    "query", ["", "   ", "the of and", "!!! ???", "'; DROP TABLE retrieval_posting; --", "(a|b)*"]
+)
+def test_queries_without_search_terms_find_nothing(query):
+    index(next(scopes), ["tenant payment"])
+    assert bm25_top_k(query, scopes=[1, 2, 3], k=5) == []
+
+
+def test_a_scope_with_a_single_passage_still_finds_it():
+    scope = next(scopes)
+    (only,) = index(scope, ["tenant payment"])
+    [(found, score)] = bm25_top_k("tenant", scopes=[scope], k=5)
+    assert found == only and score < 0  # BM25Okapi's idf is negative here, the match is still a match
