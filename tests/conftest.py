@@ -109,6 +109,7 @@ def unhashed_static_files(request):
     if not request.config.pluginmanager.hasplugin("django"):
         return
     settings = request.getfixturevalue("settings")
+    settings.STATIC_ROOT = settings.BASE_DIR / "static"  # exists in every checkout, unlike var/static
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
