@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Sum
+from django.db.models import Count, Sum
 
 from retrieval.models import Passage, Posting, ScopeStats, TermStats
 from retrieval.tokenizer import search_tokens
@@ -44,13 +44,13 @@ def add_passages(scope: int, passages: Iterable[tuple[int, str]]) -> None:
 def remove_passages(ids: Iterable[int]) -> None:
     """Take passages out of the index (ids that are not indexed are ignored)."""
     ids = list(ids)
-    scopes = Passage.objects.filter(id__in=ids).values("scope").annotate(n=Sum(1), length=Sum("length"))
+    scopes = Passage.objects.filter(id__in=ids).values("scope").annotate(n=Count("id"), length=Sum("length"))
     for scope in scopes:
         frequencies = Counter(
             dict(
                 Posting.objects.filter(passage_id__in=ids, scope=scope["scope"])
                 .values("term")
-                .annotate(n=Sum(1))
+                .annotate(n=Count("id"))
                 .values_list("term", "n")
             )
         )

@@ -6,19 +6,10 @@ from pathlib import Path
 
 from django.conf import settings
 
-from kb.celery import app as celery_app
 from kb.ingestion.parsing import parse_document
 from kb.models import Collection, DocumentVersion
-from kb.services.ingestion import (
-    ACTIVE_STATES,
-    chunk_windows,
-    embedding_input,
-    process_version,
-    upload_document,
-)
+from kb.services.ingestion import chunk_windows, embedding_input, finish_jobs, upload_document
 from retrieval.embedding import load_encoder
-
-POLL_SECONDS = 0.2
 
 
 def bench_ingest(*, docs: Path) -> dict:
@@ -38,12 +29,7 @@ def bench_ingest(*, docs: Path) -> dict:
                 versions.append(
                     upload_document(collection=collection, name=path.name, content=content).version
                 )
-        workers = celery_app.control.ping(timeout=1.0)
-        if workers:
-            _wait_for(versions)
-        else:
-            for version in versions:
-                process_version(version.pk)
+        workers = finish_jobs([version.pk for version in versions])
         pipeline_seconds = time.perf_counter() - started
         versions = list(DocumentVersion.objects.filter(pk__in=[v.pk for v in versions]))
         chunks = sum(version.chunks_total for version in versions)
@@ -82,9 +68,3 @@ def bench_ingest(*, docs: Path) -> dict:
         "window_tokens": settings.KB_CHUNK_WINDOW,
         "overlap_tokens": settings.KB_CHUNK_OVERLAP,
     }
-
-
-def _wait_for(versions: list[DocumentVersion]) -> None:
-    pks = [version.pk for version in versions]
-    while DocumentVersion.objects.filter(pk__in=pks, job_state__in=ACTIVE_STATES).exists():
-        time.sleep(POLL_SECONDS)

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -25,6 +26,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from kb.celery import app as celery_app
 from kb.ingestion.chunking import ChunkWindow, chunk_document
 from kb.ingestion.document import ParsedDocument
 from kb.ingestion.errors import ParseError
@@ -45,6 +47,8 @@ LOCK_NAMESPACE = 4242
 LOCK_ATTEMPTS = 5
 LOCK_RETRY_SECONDS = 0.2
 READ_BLOCK = 1024 * 1024
+WORKER_PING_SECONDS = 1.0
+POLL_SECONDS = 0.5
 
 
 class UploadRejected(Exception):
@@ -170,6 +174,31 @@ def process_version(version_id: int) -> None:
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, version_id])
+
+
+def finish_jobs(version_ids: list[int], *, on_progress: Callable[[int], None] | None = None) -> bool:
+    """Return once every job has ended (done or failed); `on_progress` gets the number ended so far.
+
+    When no worker answers a ping the jobs are processed in this process; one that a busy worker
+    took meanwhile is skipped here (its lock is held) and waited for. Returns whether workers were
+    running.
+    """
+
+    def ended() -> int:
+        active = DocumentVersion.objects.filter(pk__in=version_ids, job_state__in=ACTIVE_STATES).count()
+        done = len(version_ids) - active
+        if on_progress is not None:
+            on_progress(done)
+        return done
+
+    workers = bool(celery_app.control.ping(timeout=WORKER_PING_SECONDS))
+    if not workers:
+        for pk in version_ids:
+            process_version(pk)
+            ended()
+    while ended() < len(version_ids):
+        time.sleep(POLL_SECONDS)
+    return workers
 
 
 def stalled_versions() -> list[int]:

@@ -1,18 +1,14 @@
 """./run manage ingest PATH… --collection NAME [--wait]"""
 
 import getpass
-import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from kb.celery import app as celery_app
 from kb.models import Collection, DocumentVersion
 from kb.services import audit
-from kb.services.ingestion import ACTIVE_STATES, UploadRejected, process_version, upload_document
-
-POLL_SECONDS = 0.5
+from kb.services.ingestion import UploadRejected, finish_jobs, upload_document
 
 
 class Command(BaseCommand):
@@ -50,19 +46,14 @@ class Command(BaseCommand):
         self._summarise(versions, rejected)
 
     def _follow(self, pks: list[int]) -> None:
-        if not celery_app.control.ping(timeout=1.0):
-            # A job a busy worker took meanwhile is skipped here (its lock is held) and waited for below.
-            self.stdout.write("no worker answered; processing the documents here")
-            for pk in tqdm(pks, desc="ingesting", unit="doc", disable=None):
-                process_version(pk)
-        with tqdm(total=len(pks), desc="waiting", unit="doc", disable=None) as bar:
-            while True:
-                active = DocumentVersion.objects.filter(pk__in=pks, job_state__in=ACTIVE_STATES)
-                bar.n = len(pks) - active.count()
+        with tqdm(total=len(pks), desc="ingesting", unit="doc", disable=None) as bar:
+
+            def show(ended: int) -> None:
+                bar.n = ended
                 bar.refresh()
-                if bar.n == len(pks):
-                    return
-                time.sleep(POLL_SECONDS)
+
+            if not finish_jobs(pks, on_progress=show):
+                self.stdout.write("no worker answered; the documents were processed here")
 
     def _summarise(self, versions: list[DocumentVersion], rejected: list[tuple[str, str]]) -> None:
         for version in DocumentVersion.objects.filter(pk__in=[v.pk for v in versions]).order_by("pk"):
