@@ -6,6 +6,7 @@ import pytest
 from django.conf import settings
 
 from kb.ingestion.chunking import chunk_document
+from kb.ingestion.document import PageSpan, ParsedDocument
 from kb.ingestion.language import detect_language
 from kb.ingestion.parsing import parse_document
 from kb.ingestion.sentences import split_sentences
@@ -109,3 +110,21 @@ def test_chinese_text_is_split_at_chinese_punctuation():
 )
 def test_language_is_detected_from_the_script(text, language):
     assert detect_language(text) == language
+
+
+def test_each_chunk_carries_the_page_it_starts_on():
+    pages = [f"Page {n} says that clause {n} applies to every tenant of the building." for n in (1, 2, 4)]
+    text = "\n\n".join(pages)
+    spans, position = [], 0
+    for number, page in zip((1, 2, 4), pages, strict=True):  # page 3 had no text
+        spans.append(PageSpan(number, position, position + len(page)))
+        position += len(page) + 2
+    document = ParsedDocument(text=text, mime="application/pdf", title="Lease", pages=spans, headings=[])
+    chunks = chunk_document(
+        document,
+        window=16,
+        overlap=0,
+        count_tokens=partial(count_tokens, MODEL),
+        token_spans=partial(token_spans, MODEL),
+    )
+    assert [(c.page, c.text[:6]) for c in chunks] == [(1, "Page 1"), (2, "Page 2"), (4, "Page 4")]

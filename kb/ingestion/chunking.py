@@ -6,6 +6,7 @@ is cut (at word-piece boundaries). Windows never cross a heading, so each chunk 
 heading path, and consecutive windows of a section share `overlap` tokens of whole sentences.
 """
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -50,11 +51,12 @@ def chunk_document(
     if not 0 <= overlap < window:
         raise ValueError(f"overlap ({overlap}) must be at least 0 and smaller than the window ({window})")
     chunks = []
+    page_starts = [page.char_start for page in document.pages]
     for start, end, heading_path in sections(document):
         sentences = split_sentences(document.text, start, end)
         pieces = _pieces(document.text, sentences, window, overlap, count_tokens, token_spans)
         for group in _pack(pieces, window, overlap):
-            chunks.append(_chunk(document, group, heading_path))
+            chunks.append(_chunk(document, page_starts, group, heading_path))
     return chunks
 
 
@@ -130,7 +132,9 @@ def _pack(pieces: list[_Piece], window: int, overlap: int) -> list[list[_Piece]]
     return groups
 
 
-def _chunk(document: ParsedDocument, group: list[_Piece], heading_path: list[str]) -> ChunkWindow:
+def _chunk(
+    document: ParsedDocument, page_starts: list[int], group: list[_Piece], heading_path: list[str]
+) -> ChunkWindow:
     start, end = group[0].start, group[-1].end
     languages: dict[str, int] = {}
     entities: dict[tuple[str, str], dict] = {}
@@ -144,15 +148,16 @@ def _chunk(document: ParsedDocument, group: list[_Piece], heading_path: list[str
         text=document.text[start:end],
         char_start=start,
         char_end=end,
-        page=_page_at(document, start),
+        page=_page_at(document, page_starts, start),
         heading_path=heading_path,
         language=max(languages, key=languages.get),
         entities=list(entities.values()),
     )
 
 
-def _page_at(document: ParsedDocument, offset: int) -> int | None:
-    for page in document.pages:
-        if page.char_start <= offset < page.char_end:
-            return page.page_number
+def _page_at(document: ParsedDocument, page_starts: list[int], offset: int) -> int | None:
+    """The page whose span holds `offset`; spans are ordered, so a bisection finds it."""
+    index = bisect.bisect_right(page_starts, offset) - 1
+    if index >= 0 and offset < document.pages[index].char_end:
+        return document.pages[index].page_number
     return None
