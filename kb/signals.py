@@ -4,7 +4,7 @@ from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 
-from kb.models import Document
+from kb.models import Chunk, Document
 from kb.services import audit
 from retrieval import bm25
 
@@ -28,4 +28,4 @@ def audit_failed_sign_in(sender, credentials, request=None, **kwargs):
 def unindex_deleted_document(sender, instance, **kwargs):
     """However a document goes (the console, a cascade from its collection), its passages leave
     the BM25 index in the same transaction, so later searches and statistics never count it."""
-    bm25.remove_passages(instance.versions.values_list("chunks__id", flat=True).exclude(chunks__id=None))
+    bm25.remove_passages(Chunk.objects.filter(version__document=instance).values_list("id", flat=True))
