@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
-from pgvector.django import HnswIndex, VectorField
+from pgvector.django import VectorField
 
 
 class Collection(models.Model):
@@ -108,21 +108,14 @@ class Chunk(models.Model):
     entities = models.JSONField(default=list, blank=True)
     language = models.CharField(max_length=10, blank=True)
     token_count = models.PositiveIntegerField(default=0)
+    # Stored while the version is embedded, so a restarted job resumes; the swap moves it into
+    # the search index (retrieval.Passage) and clears it here.
     embedding = VectorField(dimensions=settings.KB_EMBEDDING_DIMENSIONS, null=True, blank=True)
 
     class Meta:
         ordering = ["version", "ordinal"]
         constraints = [
             models.UniqueConstraint(fields=["version", "ordinal"], name="unique_chunk_ordinal"),
-        ]
-        indexes = [
-            HnswIndex(
-                name="chunk_embedding_hnsw",
-                fields=["embedding"],
-                m=16,
-                ef_construction=64,
-                opclasses=["vector_cosine_ops"],
-            ),
         ]
 
     def __str__(self):

@@ -1,8 +1,8 @@
 """Read-side queries shared by search, answers, the API and the console."""
 
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 
-from kb.models import Chunk
+from kb.models import Chunk, Collection
 
 
 def current_chunks() -> QuerySet[Chunk]:
@@ -21,3 +21,13 @@ def can_curate(user, collection) -> bool:
     if user.is_superuser:
         return True
     return collection.curator_groups.filter(pk__in=user.groups.values("pk")).exists()
+
+
+def readable_collections(user) -> QuerySet[Collection]:
+    """Collections the user may read: superusers all; others those a group of theirs reads or curates."""
+    if user is None or not user.is_active:
+        return Collection.objects.none()
+    if user.is_superuser:
+        return Collection.objects.all()
+    groups = user.groups.values("pk")
+    return Collection.objects.filter(Q(reader_groups__in=groups) | Q(curator_groups__in=groups)).distinct()

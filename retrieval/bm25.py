@@ -5,13 +5,12 @@ is every passage in the given scopes, tokenized by `search_tokens`. The permissi
 of the statistics, not applied after a top-k cut, and the inverse document frequencies come from
 the readable scopes only, so scores reveal nothing about passages the user cannot read.
 
-`add_passages` and `remove_passages` keep the statistics current; call them in the transaction
-that makes passages visible or invisible.
+`retrieval.index` keeps the postings and statistics current through `index_terms` and
+`unindex_terms`, in the transaction that makes passages visible or invisible.
 """
 
 import math
 from collections import Counter
-from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import connection
@@ -23,27 +22,37 @@ from retrieval.tokenizer import search_tokens
 POSTING_BATCH = 5000
 
 
-def add_passages(scope: int, passages: Iterable[tuple[int, str]]) -> None:
-    """Index (id, text) passages under `scope`."""
-    rows, postings, frequencies = [], [], Counter()
-    for passage_id, text in passages:
-        counts = Counter(search_tokens(text))
-        rows.append(Passage(id=passage_id, scope=scope, length=sum(counts.values())))
-        postings += [
-            Posting(passage_id=passage_id, term=term, scope=scope, frequency=frequency)
-            for term, frequency in counts.items()
-        ]
-        frequencies.update(counts.keys())
-    if not rows:
-        return
-    Passage.objects.bulk_create(rows)
+def index_terms(scope: int, term_counts: dict[int, Counter]) -> None:
+    """Write the postings of new passages (id -> term frequencies) and add them to the statistics."""
+    postings = [
+        Posting(passage_id=passage_id, term=term, scope=scope, frequency=frequency)
+        for passage_id, counts in term_counts.items()
+        for term, frequency in counts.items()
+    ]
     Posting.objects.bulk_create(postings, batch_size=POSTING_BATCH)
-    _adjust(scope, len(rows), sum(row.length for row in rows), frequencies)
+    frequencies = Counter()
+    for counts in term_counts.values():
+        frequencies.update(counts.keys())
+    length = sum(sum(counts.values()) for counts in term_counts.values())
+    _adjust(scope, len(term_counts), length, frequencies)
 
 
-def remove_passages(ids: Iterable[int]) -> None:
-    """Take passages out of the index (ids that are not indexed are ignored)."""
-    ids = list(ids)
+def count_terms(scope: int, ids: list[int]) -> None:
+    """Add passages whose postings are already stored under `scope` to its statistics."""
+    totals = Passage.objects.filter(id__in=ids).aggregate(n=Count("id"), length=Sum("length"))
+    frequencies = Counter(
+        dict(
+            Posting.objects.filter(passage_id__in=ids)
+            .values("term")
+            .annotate(n=Count("id"))
+            .values_list("term", "n")
+        )
+    )
+    _adjust(scope, totals["n"], totals["length"] or 0, frequencies)
+
+
+def unindex_terms(ids: list[int]) -> None:
+    """Take passages out of the statistics; their postings go with the passages (cascade)."""
     scopes = Passage.objects.filter(id__in=ids).values("scope").annotate(n=Count("id"), length=Sum("length"))
     for scope in scopes:
         frequencies = Counter(
@@ -57,7 +66,6 @@ def remove_passages(ids: Iterable[int]) -> None:
         _adjust(
             scope["scope"], -scope["n"], -scope["length"], Counter({t: -n for t, n in frequencies.items()})
         )
-    Passage.objects.filter(id__in=ids).delete()
     TermStats.objects.filter(passages__lte=0).delete()
     ScopeStats.objects.filter(passages__lte=0).delete()
 

@@ -94,3 +94,8 @@ def embed_passages(name: str, texts: list[str], batch_size: int = 32) -> list[li
         texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
     )
     return [vector.tolist() for vector in vectors]
+
+
+def embed_query(name: str, text: str) -> list[float]:
+    """The query's embedding, comparable with `embed_passages` vectors of the same model."""
+    return embed_passages(name, [text])[0]

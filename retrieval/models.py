@@ -1,19 +1,34 @@
-"""The BM25 index in PostgreSQL.
+"""The search index in PostgreSQL: passages with their vectors, BM25 postings and statistics.
 
 Passages are known here only by the caller's ids (kb's chunk ids) and a scope id (kb's collection
 id): nothing refers to the caller's tables, so the dependency stays kb -> retrieval. Statistics are
 kept per scope, so a query over the scopes a user may read sees exactly the corpus of those scopes.
 """
 
+from django.conf import settings
 from django.db import models
+from pgvector.django import HnswIndex, VectorField
 
 
 class Passage(models.Model):
-    """A searchable passage: its scope and its length in search tokens."""
+    """A searchable passage: its scope, its length in search tokens and its embedding."""
 
     id = models.BigIntegerField(primary_key=True)
     scope = models.BigIntegerField(db_index=True)
     length = models.PositiveIntegerField()
+    # L2-normalised, so cosine distance ranks like the dot product.
+    embedding = VectorField(dimensions=settings.KB_EMBEDDING_DIMENSIONS, null=True)
+
+    class Meta:
+        indexes = [
+            HnswIndex(
+                name="passage_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+        ]
 
     def __str__(self):
         return f"passage {self.id} (scope {self.scope})"

@@ -116,6 +116,20 @@ def unhashed_static_files(request):
     }
 
 
+@pytest.fixture(autouse=True)
+def fresh_search_cache(request):
+    """No cached search results from earlier tests: their database rows were rolled back without
+    the commit that would have invalidated them, and ids are reused from test to test."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        return
+    from django.core.cache import cache
+
+    client = cache._cache.get_client(write=True)
+    keys = list(client.scan_iter(match=cache.make_key("retrieval:*")))
+    if keys:
+        client.delete(*keys)
+
+
 @pytest.fixture
 def admin_user(db):
     return get_user_model().objects.create_superuser(username="root", password="s3cret-pass-word")

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rank_bm25 import BM25Okapi
 
-from retrieval.bm25 import add_passages, bm25_top_k, remove_passages
+from retrieval.bm25 import bm25_top_k
+from retrieval.index import NewPassage, add_passages, move_passages, remove_passages
 from retrieval.models import Posting, ScopeStats, TermStats
 from retrieval.tokenizer import search_tokens
 
@@ -36,7 +37,10 @@ queries = st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join)
 
 def index(scope: int, texts: list[str]) -> list[int]:
     passage_ids = [next(ids) for _ in texts]
-    add_passages(scope, zip(passage_ids, texts, strict=True))
+    add_passages(
+        scope,
+        [NewPassage(id=pid, text=text, embedding=None) for pid, text in zip(passage_ids, texts, strict=True)],
+    )
     return passage_ids
 
 
@@ -110,3 +114,16 @@ def test_a_scope_with_a_single_passage_still_finds_it():
     (only,) = index(scope, ["tenant payment"])
     [(found, score)] = bm25_top_k("tenant", scopes=[scope], k=5)
     assert found == only and score < 0  # BM25Okapi's idf is negative here, the match is still a match
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=documents, other=documents, query=queries, data=st.data())
+def test_scores_stay_exact_after_passages_move_to_another_scope(texts, other, query, data):
+    source, target = next(scopes), next(scopes)
+    corpus = dict(zip(index(source, texts), texts, strict=True))
+    target_corpus = dict(zip(index(target, other), other, strict=True))
+    moved = data.draw(st.lists(st.sampled_from(list(corpus)), unique=True, max_size=len(corpus) - 1))
+    move_passages(moved, target)
+    assert_scores_match_oracle(query, [source], {pid: t for pid, t in corpus.items() if pid not in moved})
+    target_corpus.update({pid: corpus[pid] for pid in moved})
+    assert_scores_match_oracle(query, [target], dict(sorted(target_corpus.items())))

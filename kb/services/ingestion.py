@@ -33,7 +33,7 @@ from kb.ingestion.errors import ParseError
 from kb.ingestion.parsing import parse_document
 from kb.models import Chunk, Collection, Document, DocumentVersion
 from kb.services import audit
-from retrieval import bm25
+from retrieval import index
 from retrieval.embedding import count_tokens, embed_passages, token_spans
 
 logger = logging.getLogger(__name__)
@@ -342,9 +342,16 @@ def _swap_in(version: DocumentVersion) -> None:
             document.status = Document.Status.READY
             document.save(update_fields=["current_version", "status", "updated_at"])
             older = Chunk.objects.filter(version__document=document, version__number__lt=version.number)
-            bm25.remove_passages(older.values_list("id", flat=True))
+            index.remove_passages(older.values_list("id", flat=True))
             older.delete()
-            bm25.add_passages(document.collection_id, version.chunks.values_list("id", "text"))
+            index.add_passages(
+                document.collection_id,
+                (
+                    index.NewPassage(id=chunk_id, text=text, embedding=embedding)
+                    for chunk_id, text, embedding in version.chunks.values_list("id", "text", "embedding")
+                ),
+            )
+            version.chunks.update(embedding=None)
         _set_state(version, State.DONE, error="")
 
 

@@ -1,0 +1,73 @@
+"""./run manage evaluate --docs DIR --questions FILE [--mode retrieval] [--json OUT]"""
+
+import json
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from kb.services.evaluation import (
+    chunk_count,
+    default_collection_name,
+    evaluate_retrieval,
+    ingest_folder,
+    load_questions,
+)
+from retrieval.search import MODES
+
+
+class Command(BaseCommand):
+    help = (
+        "Ingest a folder of documents into its own collection (reused while the files and the "
+        "chunking settings are unchanged) and print retrieval scores for bm25, dense and hybrid as JSON."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--docs", type=Path, required=True, help="folder of documents")
+        parser.add_argument("--questions", type=Path, required=True, help="questions.jsonl")
+        parser.add_argument("--mode", choices=["retrieval"], default="retrieval", help="what to evaluate")
+        parser.add_argument(
+            "--collection", help="collection to ingest into (default: named after the folder)"
+        )
+        parser.add_argument("--json", type=Path, dest="json_out", help="also write the JSON here")
+
+    def handle(self, *args, docs, questions, mode, collection, json_out, **options):
+        if not docs.is_dir():
+            raise CommandError(f"{docs} is not a folder")
+        try:
+            asked = load_questions(questions)
+        except (OSError, ValueError) as error:
+            raise CommandError(str(error)) from None
+        with tqdm(desc="ingesting", unit="doc", file=sys.stderr, disable=None) as bar:
+
+            def show(ended: int, total: int) -> None:
+                bar.total = total
+                bar.n = ended
+                bar.refresh()
+
+            target = ingest_folder(docs, collection or default_collection_name(docs), on_progress=show)
+        answerable = sum(question.answerable for question in asked)
+        with tqdm(total=answerable, desc="searching", unit="question", file=sys.stderr, disable=None) as bar:
+            scores = evaluate_retrieval(asked, target, modes=list(MODES), on_progress=bar.update)
+        report = {
+            "collection": target.name,
+            "chunks": chunk_count(target),
+            "questions": len(asked),
+            "answerable": answerable,
+            "settings": {
+                "embedding_model": settings.KB_EMBEDDING_MODEL,
+                "chunk_window": settings.KB_CHUNK_WINDOW,
+                "chunk_overlap": settings.KB_CHUNK_OVERLAP,
+                "fusion": settings.RETRIEVAL_FUSION,
+                "bm25_weight": settings.RETRIEVAL_BM25_WEIGHT,
+                "dense_weight": settings.RETRIEVAL_DENSE_WEIGHT,
+                "candidates": settings.RETRIEVAL_CANDIDATES,
+            },
+            "retrieval": scores,
+        }
+        text = json.dumps(report, indent=2, ensure_ascii=False)
+        if json_out:
+            json_out.write_text(text + "\n", encoding="utf-8")
+        self.stdout.write(text)
