@@ -16,10 +16,13 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Sum
 
+from retrieval import cache
 from retrieval.models import Passage, Posting, ScopeStats, TermStats
 from retrieval.tokenizer import search_tokens
 
 POSTING_BATCH = 5000
+# Postings a pruned query reads for its rarest terms before it checks whether that was enough.
+PRUNE_POSTINGS = 2000
 
 
 def index_terms(scope: int, term_counts: dict[int, Counter]) -> None:
@@ -121,29 +124,82 @@ def bm25_top_k(query: str, *, scopes: list[int], k: int) -> list[tuple[int, floa
     weighted = [(term, idf[term] * count) for term, count in query_terms.items() if idf.get(term)]
     if not weighted:
         return []
-    k1, b = settings.RETRIEVAL_BM25_K1, settings.RETRIEVAL_BM25_B
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT p.passage_id, SUM(w.weight * p.frequency * (%(k1)s + 1)"
-            "   / (p.frequency + %(k1)s * (1 - %(b)s + %(b)s * ps.length / %(avgdl)s))) AS score"
-            " FROM retrieval_posting p"
-            " JOIN unnest(%(terms)s::text[], %(weights)s::float8[]) AS w(term, weight) ON w.term = p.term"
-            " JOIN retrieval_passage ps ON ps.id = p.passage_id"
-            " WHERE p.scope = ANY(%(scopes)s)"
-            " GROUP BY p.passage_id"
-            " ORDER BY score DESC, p.passage_id"
-            " LIMIT %(k)s",
-            {
-                "k1": k1,
-                "b": b,
-                "avgdl": (totals["length"] or 0) / corpus_size,
-                "terms": [term for term, _ in weighted],
-                "weights": [weight for _, weight in weighted],
-                "scopes": list(scopes),
-                "k": k,
-            },
-        )
-        return [(passage_id, score) for passage_id, score in cursor.fetchall()]
+    scoring = _Scoring(
+        terms=[term for term, _ in weighted],
+        weights=[weight for _, weight in weighted],
+        scopes=list(scopes),
+        avgdl=(totals["length"] or 0) / corpus_size,
+        k=k,
+    )
+    if any(weight < 0 for weight in scoring.weights):
+        return scoring.all_passages()
+    return scoring.pruned({term: frequencies[term] for term, _ in weighted})
+
+
+class _Scoring:
+    """One query's BM25 over the postings in PostgreSQL.
+
+    `all_passages` sums every posting of every query term. `pruned` gets the same top k while
+    reading far fewer postings (MaxScore): a term adds less than weight x (k1 + 1) to any passage,
+    so once the k-th best score among passages that contain one of the rarer terms exceeds what
+    the remaining, frequent terms could add together, no passage with only frequent terms can
+    enter the top k. Rare terms are few postings; frequent ones are most of them.
+    """
+
+    def __init__(self, *, terms: list[str], weights: list[float], scopes: list[int], avgdl: float, k: int):
+        self.terms, self.weights, self.scopes, self.avgdl, self.k = terms, weights, scopes, avgdl, k
+        self.k1, self.b = settings.RETRIEVAL_BM25_K1, settings.RETRIEVAL_BM25_B
+
+    def all_passages(self) -> list[tuple[int, float]]:
+        return self._run(" FROM retrieval_posting p", {})
+
+    def pruned(self, passages_per_term: dict[str, int]) -> list[tuple[int, float]]:
+        order = sorted(range(len(self.terms)), key=lambda i: -self.weights[i])
+        bounds = [self.weights[i] * (self.k1 + 1) for i in order]
+        # Start with the rarest term, and more rare terms while their postings stay few.
+        sizes = [passages_per_term[self.terms[i]] for i in order]
+        split, postings = 1, sizes[0]
+        while split < len(order) and postings + sizes[split] <= PRUNE_POSTINGS:
+            postings += sizes[split]
+            split += 1
+        while split < len(order):
+            essential = [self.terms[i] for i in order[:split]]
+            best = self._run(
+                " FROM (SELECT DISTINCT passage_id FROM retrieval_posting"
+                "   WHERE term = ANY(%(essential)s) AND scope = ANY(%(scopes)s)) AS c"
+                " JOIN retrieval_posting p ON p.passage_id = c.passage_id",
+                {"essential": essential},
+            )
+            if len(best) == self.k and best[-1][1] > sum(bounds[split:]):
+                return best
+            split += 1
+        return self.all_passages()
+
+    def _run(self, source: str, extra: dict) -> list[tuple[int, float]]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT p.passage_id, SUM(w.weight * p.frequency * (%(k1)s + 1)"
+                "   / (p.frequency + %(k1)s * (1 - %(b)s + %(b)s * ps.length / %(avgdl)s))) AS score"
+                + source
+                + " JOIN unnest(%(terms)s::text[], %(weights)s::float8[]) AS w(term, weight)"
+                " ON w.term = p.term"
+                " JOIN retrieval_passage ps ON ps.id = p.passage_id"
+                " WHERE p.scope = ANY(%(scopes)s)"
+                " GROUP BY p.passage_id"
+                " ORDER BY score DESC, p.passage_id"
+                " LIMIT %(k)s",
+                {
+                    "k1": self.k1,
+                    "b": self.b,
+                    "avgdl": self.avgdl,
+                    "terms": self.terms,
+                    "weights": self.weights,
+                    "scopes": self.scopes,
+                    "k": self.k,
+                    **extra,
+                },
+            )
+            return [(passage_id, score) for passage_id, score in cursor.fetchall()]
 
 
 def _idf(corpus_size: int, frequency: int) -> float:
@@ -151,10 +207,17 @@ def _idf(corpus_size: int, frequency: int) -> float:
 
 
 def _average_idf(corpus_size: int, scopes: list[int]) -> float:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT avg(ln(%s - n + 0.5) - ln(n + 0.5)) FROM"
-            " (SELECT sum(passages) AS n FROM retrieval_termstats WHERE scope = ANY(%s) GROUP BY term) AS t",
-            [corpus_size, list(scopes)],
-        )
-        return float(cursor.fetchone()[0] or 0.0)
+    """Mean idf over the scopes' whole vocabulary: a scan of their term statistics, so it is
+    kept in the cache until one of the scopes changes."""
+    key = cache.result_key({"statistic": "average idf"}, scopes, kind="statistic")
+    average = cache.get(key)
+    if average is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT avg(ln(%s - n + 0.5) - ln(n + 0.5)) FROM (SELECT sum(passages) AS n"
+                " FROM retrieval_termstats WHERE scope = ANY(%s) GROUP BY term) AS t",
+                [corpus_size, list(scopes)],
+            )
+            average = float(cursor.fetchone()[0] or 0.0)
+        cache.put(key, average)
+    return average

@@ -37,11 +37,12 @@ def _scope_versions(scopes: list[int]) -> list[str]:
     return [versions[key] for key in keys]
 
 
-def result_key(parameters: dict, scopes: list[int]) -> str:
-    """The cache key of a search: its parameters (query included), scopes and their versions."""
+def result_key(parameters: dict, scopes: list[int], kind: str = "result") -> str:
+    """The cache key of a search (or another `kind` of value computed from the index): its
+    parameters (query included), scopes and their versions."""
     scopes = sorted(set(scopes))
     identity = json.dumps([parameters, scopes, _scope_versions(scopes)], sort_keys=True, ensure_ascii=False)
-    return "retrieval:result:" + hashlib.sha256(identity.encode()).hexdigest()
+    return f"retrieval:{kind}:" + hashlib.sha256(identity.encode()).hexdigest()
 
 
 def get(key: str):

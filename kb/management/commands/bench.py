@@ -1,4 +1,4 @@
-"""./run manage bench ingest [--docs DIR]: throughput numbers as JSON."""
+"""./run manage bench ingest|search [--docs DIR] [--questions FILE] [--chunks N]: numbers as JSON."""
 
 import json
 from pathlib import Path
@@ -7,18 +7,35 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from kb.services.benchmarks import bench_ingest
+from retrieval.benchmark import bench_search
 
-DEFAULT_DOCS = settings.BASE_DIR.parent / "shared" / "eval" / "dev" / "docs"
+DEV = settings.BASE_DIR.parent / "shared" / "eval" / "dev"
 
 
 class Command(BaseCommand):
-    help = "Measure throughput and print JSON. 'ingest': pipeline chunks/s against raw model.encode."
+    help = (
+        "Measure and print JSON. 'ingest': pipeline chunks/s against raw model.encode. 'search': BM25 "
+        "against rank_bm25, HNSW recall and latency, hybrid and cached latency on a generated corpus."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("what", choices=["ingest"])
-        parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS)
+        parser.add_argument("what", choices=["ingest", "search"])
+        parser.add_argument(
+            "--docs", type=Path, default=DEV / "docs", help="documents (vocabulary for search)"
+        )
+        parser.add_argument("--questions", type=Path, default=DEV / "questions.jsonl", help="search queries")
+        parser.add_argument("--chunks", type=int, default=100_000, help="size of the generated search corpus")
+        parser.add_argument("--queries", type=int, default=100, help="queries per measurement")
 
-    def handle(self, *args, what, docs, **options):
+    def handle(self, *args, what, docs, questions, chunks, queries, **options):
         if not docs.is_dir():
             raise CommandError(f"{docs} is not a folder")
-        self.stdout.write(json.dumps(bench_ingest(docs=docs), indent=2))
+        if what == "ingest":
+            result = bench_ingest(docs=docs)
+        else:
+            if not questions.is_file():
+                raise CommandError(f"{questions} is not a file")
+            if chunks < 100 or queries < 1:
+                raise CommandError("--chunks must be at least 100 and --queries at least 1")
+            result = bench_search(chunks=chunks, docs=docs, questions=questions, queries=queries)
+        self.stdout.write(json.dumps(result, indent=2))
