@@ -1,6 +1,6 @@
 """Read-side queries shared by search, answers, the API and the console."""
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Max, Min, Q, QuerySet
 
 from kb.models import Chunk, Collection
 
@@ -31,3 +31,16 @@ def readable_collections(user) -> QuerySet[Collection]:
         return Collection.objects.all()
     groups = user.groups.values("pk")
     return Collection.objects.filter(Q(reader_groups__in=groups) | Q(curator_groups__in=groups)).distinct()
+
+
+def context_window(chunk: Chunk, neighbours: int = 1) -> tuple[int, int, str]:
+    """The chunk widened by `neighbours` chunks on each side of the same version, as (start, end,
+    text) in the version's parsed text, for a generator that needs more than the passage found.
+    Overlapping windows are joined, not repeated, because the span is cut from the parsed text."""
+    around = Chunk.objects.filter(
+        version_id=chunk.version_id,
+        ordinal__gte=chunk.ordinal - neighbours,
+        ordinal__lte=chunk.ordinal + neighbours,
+    ).aggregate(start=Min("char_start"), end=Max("char_end"))
+    start, end = around["start"], around["end"]
+    return start, end, chunk.version.parsed_text[start:end]

@@ -103,7 +103,12 @@ def _generate(chunks, vocabulary, weights, anchors, rng) -> list[list[str]]:
 
 def _bench_bm25(corpus: list[list[str]], rng: random.Random, queries: int) -> dict:
     """Our SQL top-10 against rank_bm25's get_scores + top-10 on the same tokens, same queries."""
-    oracle = BM25Okapi(corpus)
+    oracle = BM25Okapi(
+        corpus,
+        k1=settings.RETRIEVAL_BM25_K1,
+        b=settings.RETRIEVAL_BM25_B,
+        epsilon=settings.RETRIEVAL_BM25_EPSILON,
+    )
     # Queries of 2-5 words taken from random passages: every one matches something.
     asked = [
         " ".join(rng.sample(passage, min(len(passage), rng.randint(2, 5))))

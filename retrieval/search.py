@@ -13,9 +13,9 @@ from django.conf import settings
 from retrieval import cache
 from retrieval.bm25 import bm25_top_k
 from retrieval.dense import dense_top_k
-from retrieval.embedding import embed_query
+from retrieval.embedding import embed_query, embedding_model
 from retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
-from retrieval.tokenizer import search_tokens
+from retrieval.tokenizer import query_language, search_tokens
 
 MODES = ("hybrid", "bm25", "dense")
 FUSIONS = ("rrf", "weighted")
@@ -82,21 +82,30 @@ def search(
     return hits
 
 
+def _dense_weight(query: str) -> float:
+    """The dense share of a fused ranking; none for a query in a language the embedding model does
+    not know (all-MiniLM-L6-v2 and Chinese: on shared/eval/dev it only pulls good BM25 hits down)."""
+    if query_language(query) not in embedding_model(settings.KB_EMBEDDING_MODEL).languages:
+        return 0.0
+    return settings.RETRIEVAL_DENSE_WEIGHT
+
+
 def _search(query: str, *, scopes: list[int], mode: str, k: int, fusion: str) -> list[Hit]:
     depth = max(k, settings.RETRIEVAL_CANDIDATES)
+    dense_weight = _dense_weight(query) if mode == "hybrid" else 1.0
     lexical = bm25_top_k(query, scopes=scopes, k=depth) if mode in ("hybrid", "bm25") else []
     semantic = (
         dense_top_k(embed_query(settings.KB_EMBEDDING_MODEL, query), scopes=scopes, k=depth)
-        if mode in ("hybrid", "dense")
+        if mode == "dense" or (mode == "hybrid" and dense_weight > 0)
         else []
     )
-    if mode == "bm25":
+    if mode == "bm25" or not semantic:
         ranked = lexical
     elif mode == "dense":
         ranked = semantic
     else:
         fuse = reciprocal_rank_fusion if fusion == "rrf" else weighted_fusion
-        ranked = fuse([lexical, semantic], [settings.RETRIEVAL_BM25_WEIGHT, settings.RETRIEVAL_DENSE_WEIGHT])
+        ranked = fuse([lexical, semantic], [settings.RETRIEVAL_BM25_WEIGHT, dense_weight])
     bm25_ranks = {passage_id: rank for rank, (passage_id, _) in enumerate(lexical, start=1)}
     dense_ranks = {passage_id: rank for rank, (passage_id, _) in enumerate(semantic, start=1)}
     return [

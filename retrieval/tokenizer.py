@@ -36,6 +36,13 @@ def _jieba():
     return jieba
 
 
+def query_language(text: str) -> str:
+    """ "zh" when Han characters are at least a third of the letters, else "en"."""
+    letters = sum(character.isalpha() for character in text)
+    han = sum(len(run) for run in HAN_RUN.findall(text))
+    return "zh" if letters and han * 3 >= letters else "en"
+
+
 def search_tokens(text: str) -> list[str]:
     """The BM25 tokens of `text`, in order (repeats kept: they are term frequencies)."""
     text = THOUSANDS.sub("", unicodedata.normalize("NFKC", text))

@@ -4,6 +4,7 @@ import itertools
 import random
 
 import pytest
+from django.conf import settings as django_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rank_bm25 import BM25Okapi
@@ -36,6 +37,16 @@ documents = st.lists(
 queries = st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join)
 
 
+def okapi(corpus: list[list[str]]) -> BM25Okapi:
+    """The oracle, with the parameters the index scores with."""
+    return BM25Okapi(
+        corpus,
+        k1=django_settings.RETRIEVAL_BM25_K1,
+        b=django_settings.RETRIEVAL_BM25_B,
+        epsilon=django_settings.RETRIEVAL_BM25_EPSILON,
+    )
+
+
 def index(scope: int, texts: list[str]) -> list[int]:
     passage_ids = [next(ids) for _ in texts]
     add_passages(
@@ -47,7 +58,7 @@ def index(scope: int, texts: list[str]) -> list[int]:
 
 def assert_scores_match_oracle(query: str, scope_ids: list[int], corpus: dict[int, str]) -> None:
     """Every passage found scores as rank_bm25 says; every passage rank_bm25 scores is found."""
-    oracle = BM25Okapi([search_tokens(text) for text in corpus.values()]).get_scores(search_tokens(query))
+    oracle = okapi([search_tokens(text) for text in corpus.values()]).get_scores(search_tokens(query))
     found = dict(bm25_top_k(query, scopes=scope_ids, k=len(corpus) + 1))
     assert set(found) <= set(corpus)
     for passage_id, expected in zip(corpus, oracle, strict=True):
@@ -139,7 +150,7 @@ def test_pruned_top_k_equals_scoring_every_posting():
     scope = next(scopes)
     texts = [" ".join(rng.choices(vocabulary, weights, k=rng.randint(5, 40))) for _ in range(600)]
     corpus = dict(zip(index(scope, texts), texts, strict=True))
-    oracle = BM25Okapi([search_tokens(text) for text in corpus.values()])
+    oracle = okapi([search_tokens(text) for text in corpus.values()])
     for _ in range(40):
         query = " ".join(rng.sample(rng.choice(texts).split(), 3))
         scores = oracle.get_scores(search_tokens(query))

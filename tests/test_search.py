@@ -176,3 +176,13 @@ def test_weighted_fusion_normalises_scores_per_retriever():
     dense = [(2, 0.9), (3, 0.3)]
     fused = dict(weighted_fusion([bm25, dense], [0.5, 0.5]))
     assert fused == {1: 0.5, 2: 0.5, 3: 0.0}
+
+
+def test_chinese_queries_rank_by_bm25_when_the_embedding_model_knows_no_chinese():
+    scope = next(scopes)
+    index_texts(
+        scope, ["合同的付款期限为三十天。", "员工每年有十五天年假。", "仓库夜间有保安巡逻。", *POLICIES]
+    )
+    bm25 = [hit.passage_id for hit in search("员工年假有几天", scopes=[scope], mode="bm25")]
+    hybrid = [hit.passage_id for hit in search("员工年假有几天", scopes=[scope], mode="hybrid")]
+    assert bm25 and hybrid == bm25

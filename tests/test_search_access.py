@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
 
 from kb.models import Collection, Document
+from kb.selectors import context_window
 from kb.services.ingestion import process_version, upload_document
 from kb.services.search import UnknownCollection, search_chunks
 
@@ -124,3 +125,18 @@ def test_evaluate_scores_every_mode_on_a_folder(tmp_path, capsys):
     # A second run reuses the ingested collection: no new versions.
     call_command("evaluate", "--docs", str(docs), "--questions", str(questions))
     assert Document.objects.get(source="en_hr_leave.md").versions.count() == 1
+
+
+def test_a_chunk_widens_to_its_neighbours_without_repeating_their_overlap():
+    collection = Collection.objects.create(name="Manual")
+    text = "# Manual\n\n" + " ".join(f"Step {n} of the procedure is documented here." for n in range(1, 200))
+    document = ingest(collection, "manual.md", text.encode())
+    chunks = list(document.current_version.chunks.order_by("ordinal"))
+    assert len(chunks) >= 3
+    middle = chunks[1]
+    start, end, wide = context_window(middle)
+    assert (start, end) == (chunks[0].char_start, chunks[2].char_end)
+    assert wide == document.current_version.parsed_text[start:end]
+    assert middle.text in wide and wide.count("Step 1 of") == 1
+    first_start, first_end, _ = context_window(chunks[0], neighbours=0)
+    assert (first_start, first_end) == (chunks[0].char_start, chunks[0].char_end)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from retrieval.tokenizer import search_tokens
+from retrieval.tokenizer import query_language, search_tokens
 
 
 @pytest.mark.parametrize(
@@ -40,3 +40,16 @@ def test_chinese_is_segmented_into_words_without_function_words():
 
 def test_mixed_chinese_and_english():
     assert search_tokens("使用Kubernetes部署服务") == ["使用", "kubernetes", "部署", "服务"]
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("How many days of leave?", "en"),
+        ("员工年假有几天", "zh"),
+        ("ISO-9001 认证的有效期是多久", "zh"),
+        ("", "en"),
+    ],
+)
+def test_query_language_follows_the_script_of_most_letters(text, language):
+    assert query_language(text) == language

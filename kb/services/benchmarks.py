@@ -40,7 +40,10 @@ def bench_ingest(*, docs: Path) -> dict:
         parse_started = time.perf_counter()
         for path in files:
             parsed = parse_document(path.read_bytes(), filename=path.name)
-            inputs += [embedding_input(parsed.title, window) for window in chunk_windows(parsed)]
+            inputs += [
+                embedding_input(parsed.title, window.heading_path, window.text)
+                for window in chunk_windows(parsed)
+            ]
         parse_seconds = time.perf_counter() - parse_started
         encoder = load_encoder(settings.KB_EMBEDDING_MODEL)
         encode_started = time.perf_counter()

@@ -297,7 +297,9 @@ def _embed_and_store(version: DocumentVersion, windows: list[ChunkWindow]) -> No
     batch_size = settings.KB_EMBEDDING_BATCH
     for first in range(0, len(todo), batch_size):
         batch = todo[first : first + batch_size]
-        inputs = [embedding_input(version.document.title, window) for _, window in batch]
+        inputs = [
+            embedding_input(version.document.title, window.heading_path, window.text) for _, window in batch
+        ]
         vectors = embed_passages(model, inputs)
         token_counts = count_tokens(model, [window.text for _, window in batch])
         Chunk.objects.bulk_create(
@@ -321,10 +323,11 @@ def _embed_and_store(version: DocumentVersion, windows: list[ChunkWindow]) -> No
         _set_state(version, State.EMBEDDING, chunks_done=len(stored) + first + len(batch))
 
 
-def embedding_input(title: str, window: ChunkWindow) -> str:
-    """What is embedded for a chunk: its heading path (or the title) gives the passage its context."""
-    context = " > ".join(window.heading_path) or title
-    return f"{context}\n{window.text}"
+def embedding_input(title: str, heading_path: list[str], text: str) -> str:
+    """What is embedded and indexed for a chunk: its heading path (or the document's title) gives
+    the passage its context. Questions name the topic far more often than a passage repeats it."""
+    context = " > ".join(heading_path) or title
+    return f"{context}\n{text}"
 
 
 def _swap_in(version: DocumentVersion) -> None:
@@ -347,8 +350,14 @@ def _swap_in(version: DocumentVersion) -> None:
             index.add_passages(
                 document.collection_id,
                 (
-                    index.NewPassage(id=chunk_id, text=text, embedding=embedding)
-                    for chunk_id, text, embedding in version.chunks.values_list("id", "text", "embedding")
+                    index.NewPassage(
+                        id=chunk_id,
+                        text=embedding_input(document.title, heading_path, text),
+                        embedding=embedding,
+                    )
+                    for chunk_id, text, heading_path, embedding in version.chunks.values_list(
+                        "id", "text", "heading_path", "embedding"
+                    )
                 ),
             )
             version.chunks.update(embedding=None)
