@@ -155,3 +155,34 @@ def test_run_recovers_from_crashes_keeps_data_and_stops_cleanly(stack):
     assert stack.processes() == []
     assert not LocalPostgres(stack.layout).is_running()
     assert not any(stack.layout.pid_dir.glob("*.pid")), list(stack.layout.pid_dir.iterdir())
+
+
+def test_the_command_that_started_the_servers_stops_them_only_after_the_others_left(stack):
+    """Two `./run manage` commands share PostgreSQL and Redis; the first started them and ends first."""
+
+    def manage(seconds: float, log: Path) -> subprocess.Popen:
+        code = (
+            f"import time; time.sleep({seconds}); from django.db import connection; "
+            "from django.core.cache import cache; connection.ensure_connection(); cache.set('k', 1); "
+            "print('still served')"
+        )
+        with open(log, "wb") as output:
+            return subprocess.Popen(
+                [sys.executable, "-m", "kb.stack", "manage", "shell", "-c", code], env=stack.env(),
+                cwd=PROJECT_DIR, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    first_log, second_log = stack.var / "first.log", stack.var / "second.log"
+    first = manage(15, first_log)
+    deadline = time.monotonic() + 120
+    while not (stack.layout.pid_dir / "redis.owner").exists():
+        assert time.monotonic() < deadline and first.poll() is None, first_log.read_text()
+        time.sleep(0.2)
+    second = manage(30, second_log)
+    assert first.wait(timeout=180) == 0, first_log.read_text()
+    assert "waiting for 1 other ./run command(s)" in first_log.read_text()
+    assert second.wait(timeout=180) == 0, second_log.read_text()
+    assert "still served" in second_log.read_text()
+    assert "still served" in first_log.read_text()
+    assert not LocalPostgres(stack.layout).is_running()
+    assert not list((stack.layout.pid_dir / "users").glob("*"))

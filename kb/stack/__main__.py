@@ -5,6 +5,7 @@ command are reused; ones left behind by a command that crashed are taken over.
 """
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -63,41 +64,83 @@ def _release(layout: Layout, name: str) -> None:
 
 
 @contextlib.contextmanager
+def _stack_lock(layout: Layout):
+    """Serialises ./run commands claiming, joining and leaving the backing services."""
+    layout.pid_dir.mkdir(parents=True, exist_ok=True)
+    with open(layout.pid_dir / "stack.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _other_users(layout: Layout) -> list[int]:
+    """Other live ./run commands using the backing services (stale registrations are removed)."""
+    users = [live_pid(path, STACK_MARKER) for path in (layout.pid_dir / "users").glob("*")]
+    return [pid for pid in users if pid is not None and pid != os.getpid()]
+
+
+@contextlib.contextmanager
+def _leaving(layout: Layout, owner: bool):
+    """Leave the users of the backing services. An owner first waits until no other command uses
+    them, then stops them within the block while holding the lock, so no command joins meanwhile."""
+    announced = False
+    while True:
+        with _stack_lock(layout):
+            others = _other_users(layout)
+            if not owner or not others:
+                (layout.pid_dir / "users" / str(os.getpid())).unlink(missing_ok=True)
+                yield
+                return
+        if not announced:
+            say(f"waiting for {len(others)} other ./run command(s) still using PostgreSQL and Redis")
+            announced = True
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
 def backing_services(layout: Layout, supervisor: Supervisor):
-    """PostgreSQL and Redis up for the duration of the block (unless DATABASE_URL / REDIS_URL)."""
+    """PostgreSQL and Redis up for the duration of the block (unless DATABASE_URL / REDIS_URL).
+
+    Every command using them registers in var/run/users; the one that started them stops them
+    only after the last other user has left, so no command loses them mid-way.
+    """
     postgres = None
     redis_owned = False
     try:
-        if not os.environ.get("DATABASE_URL"):
-            pg = LocalPostgres(layout)
-            if _claim(layout, "postgres"):
-                postgres = pg
-                if not pg.is_running():
-                    say("starting PostgreSQL")
-                    pg.start()
-            pg.ensure_database()
-        if not os.environ.get("REDIS_URL"):
-            redis = LocalRedis(layout)
-            if _claim(layout, "redis"):
-                redis_owned = True
-                leftover = live_pid(layout.pid_file("redis"), "redis-server")
-                if leftover is not None:
-                    say(f"restarting Redis left over from an earlier run (pid {leftover})")
-                    terminate(leftover, timeout=10)
-                say("starting Redis")
-                process = supervisor.start(Service("redis", redis.command()))
-                redis.wait_until_ready(process)
-            elif not redis.is_running():
-                raise StackError("Redis belongs to another ./run command but does not answer")
+        with _stack_lock(layout):
+            (layout.pid_dir / "users").mkdir(parents=True, exist_ok=True)
+            (layout.pid_dir / "users" / str(os.getpid())).write_text(str(os.getpid()))
+            if not os.environ.get("DATABASE_URL"):
+                pg = LocalPostgres(layout)
+                if _claim(layout, "postgres"):
+                    postgres = pg
+                    if not pg.is_running():
+                        say("starting PostgreSQL")
+                        pg.start()
+                pg.ensure_database()
+            if not os.environ.get("REDIS_URL"):
+                redis = LocalRedis(layout)
+                if _claim(layout, "redis"):
+                    redis_owned = True
+                    leftover = live_pid(layout.pid_file("redis"), "redis-server")
+                    if leftover is not None:
+                        say(f"restarting Redis left over from an earlier run (pid {leftover})")
+                        terminate(leftover, timeout=10)
+                    say("starting Redis")
+                    process = supervisor.start(Service("redis", redis.command()))
+                    redis.wait_until_ready(process)
+                elif not redis.is_running():
+                    raise StackError("Redis belongs to another ./run command but does not answer")
         yield
     finally:
-        supervisor.stop_all()
-        if redis_owned:
-            _release(layout, "redis")
-        if postgres is not None:
-            say("stopping PostgreSQL")
-            postgres.stop()
-            _release(layout, "postgres")
+        supervisor.stop_all(keep={"redis"})
+        with _leaving(layout, owner=redis_owned or postgres is not None):
+            supervisor.stop_all()
+            if redis_owned:
+                _release(layout, "redis")
+            if postgres is not None:
+                say("stopping PostgreSQL")
+                postgres.stop()
+                _release(layout, "postgres")
 
 
 def _child_env(layout: Layout, **extra: str) -> dict[str, str]:

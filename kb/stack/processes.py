@@ -128,8 +128,11 @@ class Supervisor:
             self.start(service)
         return messages
 
-    def stop_all(self) -> None:
+    def stop_all(self, keep: frozenset[str] | set[str] = frozenset()) -> None:
+        """Stop the services in reverse order of starting, except those named in `keep`."""
         for service in reversed(self.services):
+            if service.name in keep:
+                continue
             if service.process is not None and service.process.poll() is None:
                 terminate(service.process.pid, service.stop_timeout)
                 service.process.wait()
