@@ -162,17 +162,16 @@ class _Scoring:
         while split < len(order) and postings + sizes[split] <= PRUNE_POSTINGS:
             postings += sizes[split]
             split += 1
-        while split < len(order):
-            essential = [self.terms[i] for i in order[:split]]
+        if split < len(order):
             best = self._run(
                 " FROM (SELECT DISTINCT passage_id FROM retrieval_posting"
                 "   WHERE term = ANY(%(essential)s) AND scope = ANY(%(scopes)s)) AS c"
                 " JOIN retrieval_posting p ON p.passage_id = c.passage_id",
-                {"essential": essential},
+                {"essential": [self.terms[i] for i in order[:split]]},
             )
             if len(best) == self.k and best[-1][1] > sum(bounds[split:]):
                 return best
-            split += 1
+        # Every term is rare, or the frequent ones could still matter: one exact pass over all.
         return self.all_passages()
 
     def _run(self, source: str, extra: dict) -> list[tuple[int, float]]:
