@@ -28,7 +28,9 @@ PRUNE_POSTINGS = 2000
 def index_terms(scope: int, term_counts: dict[int, Counter]) -> None:
     """Write the postings of new passages (id -> term frequencies) and add them to the statistics."""
     postings = [
-        Posting(passage_id=passage_id, term=term, scope=scope, frequency=frequency)
+        Posting(
+            passage_id=passage_id, term=term, scope=scope, length=sum(counts.values()), frequency=frequency
+        )
         for passage_id, counts in term_counts.items()
         for term, frequency in counts.items()
     ]
@@ -178,11 +180,10 @@ class _Scoring:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT p.passage_id, SUM(w.weight * p.frequency * (%(k1)s + 1)"
-                "   / (p.frequency + %(k1)s * (1 - %(b)s + %(b)s * ps.length / %(avgdl)s))) AS score"
+                "   / (p.frequency + %(k1)s * (1 - %(b)s + %(b)s * p.length / %(avgdl)s))) AS score"
                 + source
                 + " JOIN unnest(%(terms)s::text[], %(weights)s::float8[]) AS w(term, weight)"
                 " ON w.term = p.term"
-                " JOIN retrieval_passage ps ON ps.id = p.passage_id"
                 " WHERE p.scope = ANY(%(scopes)s)"
                 " GROUP BY p.passage_id"
                 " ORDER BY score DESC, p.passage_id"
