@@ -1,5 +1,6 @@
 """The curation console: the Django admin, with every change written to the audit trail."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
@@ -8,11 +9,13 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from kb.answering.sensitive_terms import Term
 from kb.forms import UploadForm
-from kb.models import AuditEvent, Chunk, Collection, Document, DocumentVersion
+from kb.models import AuditEvent, Chunk, Collection, Document, DocumentVersion, SensitiveTerm
 from kb.selectors import can_curate
 from kb.services import audit
 from kb.services.ingestion import UploadRejected, upload_document
+from kb.services.sensitive_terms import TermImportError, import_terms_csv
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -183,3 +186,63 @@ class AuditedUserAdmin(AuditedAdmin, UserAdmin):
 @admin.register(Group)
 class AuditedGroupAdmin(AuditedAdmin, GroupAdmin):
     pass
+
+
+class SensitiveTermForm(forms.ModelForm):
+    class Meta:
+        model = SensitiveTerm
+        fields = ["term", "category", "action"]
+
+    def clean_term(self):
+        term = self.cleaned_data["term"]
+        try:
+            Term(term)
+        except ValueError as error:  # e.g. nothing but zero-width characters
+            raise forms.ValidationError(str(error)) from None
+        return term
+
+
+class TermImportForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file",
+        help_text="UTF-8, header row term,category,action; action is block, mask or flag (empty: flag).",
+    )
+
+
+@admin.register(SensitiveTerm)
+class SensitiveTermAdmin(AuditedAdmin):
+    """Terms questions and answers are screened for; every process uses a change within seconds."""
+
+    form = SensitiveTermForm
+    list_display = ["term", "category", "action", "updated_at"]
+    list_filter = ["action", "category"]
+    search_fields = ["term", "category"]
+
+    def get_urls(self):
+        import_csv = self.admin_site.admin_view(self.import_view)
+        return [path("import/", import_csv, name="kb_sensitiveterm_import"), *super().get_urls()]
+
+    def import_view(self, request):
+        """Bulk import from a CSV file: every row, or none and the lines that are wrong."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = TermImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = import_terms_csv(form.cleaned_data["file"], actor=request.user, request=request)
+            except TermImportError as error:
+                form.add_error("file", str(error))
+            else:
+                messages.success(
+                    request,
+                    f"Sensitive terms imported: {result.created} created, {result.updated} updated, "
+                    f"{result.unchanged} unchanged.",
+                )
+                return redirect("admin:kb_sensitiveterm_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "form": form,
+            "title": "Import sensitive terms",
+        }
+        return TemplateResponse(request, "admin/kb/sensitiveterm/import.html", context)

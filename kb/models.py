@@ -150,3 +150,124 @@ class AuditEvent(models.Model):
         return (
             f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.action} {self.object_repr}"
         )
+
+
+class SensitiveTerm(models.Model):
+    """A word or phrase that questions and answers are screened for, and what to do on a match."""
+
+    class Action(models.TextChoices):
+        BLOCK = "block", "Block the question or answer"
+        MASK = "mask", "Mask the term"
+        FLAG = "flag", "Let it through, flagged for review"
+
+    term = models.CharField(max_length=200, unique=True, help_text="Matched case-insensitively.")
+    category = models.CharField(max_length=100, blank=True)
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.FLAG)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["term"]
+
+    def __str__(self):
+        return self.term
+
+
+class Answer(models.Model):
+    """What the knowledge base replied. One answer may serve several identical questions (the
+    frequent-question cache), so who asked lives on Question."""
+
+    class Outcome(models.TextChoices):
+        ANSWERED = "answered", "Answered"
+        NOT_FOUND = "not_found", "Not found in the documents"
+        BLOCKED = "blocked", "Blocked by a safety rule"
+        ENGINE_UNAVAILABLE = "engine_unavailable", "Engine unavailable: sources only"
+
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    text = models.TextField(blank=True, help_text="The answer as shown, with its [n] markers.")
+    generated_text = models.TextField(blank=True, help_text="What the generator wrote, before checks.")
+    language = models.CharField(max_length=10, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    # Markers the generator wrote that pointed to no source it was given: removed from the text.
+    invalid_markers = models.PositiveIntegerField(default=0)
+    first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    generation_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Safety findings, refusal reasons and the closest sources of a refusal, for the console.
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.get_outcome_display()}: {self.text[:80]}"
+
+
+class Citation(models.Model):
+    """Source [number] of an answer: the exact passage (version, page, character offsets) it cites."""
+
+    answer = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="citations")
+    number = models.PositiveIntegerField()
+    chunk = models.ForeignKey(Chunk, null=True, on_delete=models.SET_NULL, related_name="+")
+    version = models.ForeignKey(DocumentVersion, null=True, on_delete=models.SET_NULL, related_name="+")
+    document = models.ForeignKey(Document, null=True, on_delete=models.SET_NULL, related_name="+")
+    collection = models.ForeignKey(Collection, null=True, on_delete=models.SET_NULL, related_name="+")
+    title = models.CharField(max_length=500)
+    page = models.PositiveIntegerField(null=True, blank=True)
+    char_start = models.PositiveIntegerField()
+    char_end = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["answer", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["answer", "number"], name="unique_citation_number"),
+        ]
+
+    def __str__(self):
+        return f"[{self.number}] {self.title}"
+
+
+class AnswerSentence(models.Model):
+    """One sentence of an answer with the fact-check verdict on it."""
+
+    class Verdict(models.TextChoices):
+        SUPPORTED = "supported", "Supported"
+        UNSUPPORTED = "unsupported", "Unsupported"
+        NO_CITATION = "no_citation", "No citation"
+
+    answer = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="sentences")
+    ordinal = models.PositiveIntegerField()
+    text = models.TextField()
+    verdict = models.CharField(max_length=20, choices=Verdict.choices)
+    # P(supported) from the entailment model against the best of its cited passages.
+    support = models.FloatField(null=True, blank=True)
+    # Why a sentence is unsupported beyond the model's score: numbers or names no source states.
+    problems = models.JSONField(default=list, blank=True)
+    # False when the policy dropped the sentence from the answer shown (kept here for review).
+    shown = models.BooleanField(default=True)
+    citations = models.ManyToManyField(Citation, blank=True, related_name="sentences")
+
+    class Meta:
+        ordering = ["answer", "ordinal"]
+
+    def __str__(self):
+        return self.text[:80]
+
+
+class Question(models.Model):
+    """A question a user asked, within the collections they chose, and the answer they got."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="questions")
+    text = models.TextField()
+    language = models.CharField(max_length=10, blank=True)
+    collections = models.ManyToManyField(Collection, blank=True, related_name="+")
+    answer = models.ForeignKey(Answer, null=True, on_delete=models.SET_NULL, related_name="questions")
+    cache_hit = models.BooleanField(default=False)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.text[:80]

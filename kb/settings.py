@@ -9,6 +9,7 @@ import secrets
 from urllib.parse import parse_qs, urlsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from kb.stack.layout import PROJECT_DIR, current_layout
 from retrieval.embedding import embedding_model
@@ -158,6 +159,34 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 # Unset until ./run starts an engine of its own.
 ENGINE_URL = os.environ.get("ENGINE_URL", "")
 ENGINE_TIMEOUT = float(os.environ.get("ENGINE_TIMEOUT", "60"))
+# The generator asked for by name (vLLM, llama.cpp and Ollama need one; ours checks it).
+KB_ENGINE_MODEL = os.environ.get("KB_ENGINE_MODEL", "qwen2.5-coder-0.5b-instruct")
+
+# --- Answers ---------------------------------------------------------------------------------
+
+# Chunks retrieved for an answer, and the excerpt of each that goes into the prompt (characters).
+# The CPU prefills about 60 tokens/s (README, Performance), so the prompt is kept to a few hundred.
+KB_ANSWER_SOURCES = int(os.environ.get("KB_ANSWER_SOURCES", "5"))
+KB_ANSWER_SOURCE_CHARS = int(os.environ.get("KB_ANSWER_SOURCE_CHARS", "600"))
+KB_ANSWER_MAX_TOKENS = int(os.environ.get("KB_ANSWER_MAX_TOKENS", "96"))
+# Seconds an answer may take in the engine before the user gets the sources instead.
+KB_ANSWER_TIMEOUT = float(os.environ.get("KB_ANSWER_TIMEOUT", "120"))
+# "drop": sentences the fact-check cannot back are left out of the answer (kept for review);
+# "flag": they are shown, marked unsupported.
+KB_ANSWER_POLICY = os.environ.get("KB_ANSWER_POLICY", "drop")
+if KB_ANSWER_POLICY not in ("drop", "flag"):
+    raise ImproperlyConfigured(f"KB_ANSWER_POLICY must be drop or flag, not {KB_ANSWER_POLICY!r}")
+# Sources cited per sentence, best first: one, since a second backing source was usually the wrong one.
+KB_ANSWER_MAX_CITATIONS_PER_SENTENCE = int(os.environ.get("KB_ANSWER_MAX_CITATIONS_PER_SENTENCE", "1"))
+# P(supported) from which a passage backs an answer sentence. Chosen with `evaluate --mode answers` on
+# shared/eval/dev (README, Performance): the entailment model's own threshold (0.895, chosen on the
+# fact-check claims) refused most correct answers, whose sentences paraphrase rather than copy.
+KB_FACTCHECK_THRESHOLD = float(os.environ.get("KB_FACTCHECK_THRESHOLD", "0.5"))
+# Cosine similarity (retrieval embeddings) from which an unbacked sentence counts as "unsupported"
+# (a source is about it) rather than "no citation".
+KB_FACTCHECK_RELATED_SIMILARITY = float(os.environ.get("KB_FACTCHECK_RELATED_SIMILARITY", "0.5"))
+# How often each process checks whether the sensitive-term list changed.
+KB_SENSITIVE_TERMS_REFRESH_SECONDS = float(os.environ.get("KB_SENSITIVE_TERMS_REFRESH_SECONDS", "2"))
 
 # --- Models ----------------------------------------------------------------------------------
 

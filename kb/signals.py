@@ -1,11 +1,13 @@
-"""Receivers for events Django raises itself: sign-ins, documents moved and deleted."""
+"""Receivers for events Django raises itself: sign-ins, documents moved and deleted, sensitive terms
+changed."""
 
 from django.contrib.auth.signals import user_logged_in, user_login_failed
-from django.db.models.signals import pre_delete, pre_save
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 from django.dispatch import receiver
 
-from kb.models import Chunk, Document
+from kb.models import Chunk, Document, SensitiveTerm
 from kb.services import audit
+from kb.services.sensitive_terms import terms_changed
 from retrieval import index
 
 
@@ -43,3 +45,11 @@ def rescope_moved_document(sender, instance, **kwargs):
             Chunk.objects.filter(version__document=instance).values_list("id", flat=True),
             instance.collection_id,
         )
+
+
+@receiver(post_save, sender=SensitiveTerm)
+@receiver(post_delete, sender=SensitiveTerm)
+def reload_sensitive_terms(sender, **kwargs):
+    """A term added, edited or deleted one by one (the console, a script) is screened for in every
+    process within seconds of the commit. Bulk imports call terms_changed() themselves."""
+    terms_changed()

@@ -7,15 +7,20 @@ worker never sees test tasks); pytest-django creates the test database on that s
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from urllib.parse import quote
 
+import httpx
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
+from inference.build import build_generator
+from inference.catalog import SMOLLM2_135M
+from inference.model_store import models_dir
 from kb.celery import app as celery_app
 
 PR_SET_PDEATHSIG = 1
@@ -118,18 +123,70 @@ def unhashed_static_files(request):
 
 @pytest.fixture(autouse=True)
 def fresh_search_cache(request):
-    """No cached search results from earlier tests: their database rows were rolled back without
-    the commit that would have invalidated them, and ids are reused from test to test."""
+    """No cached search results or answers from earlier tests, and a new sensitive-term version:
+    their database rows were rolled back without the commit that would have invalidated them, and
+    ids are reused from test to test."""
     if not request.config.pluginmanager.hasplugin("django"):
         return
     from django.core.cache import cache
+
+    from kb.services.sensitive_terms import VERSION_KEY
 
     client = cache._cache.get_client(write=True)
     keys = list(client.scan_iter(match=cache.make_key("retrieval:*")))
     if keys:
         client.delete(*keys)
+    cache.delete(VERSION_KEY)
 
 
 @pytest.fixture
 def admin_user(db):
     return get_user_model().objects.create_superuser(username="root", password="s3cret-pass-word")
+
+
+# --- the engine: SmolLM2-135M builds (made on first use) and a running service -----------------
+# The builds go to the shared model cache ($KB_MODELS_DIR or ~/.cache/kb/models), so only the first run
+# on a machine pays for them (about a minute on two cores); later runs find them and skip the build.
+
+# Small enough that the tests' caches stay small, large enough for every prompt they use.
+TEST_CONTEXT_TOKENS = 512
+# Loading SmolLM2 takes 2-3 s; the margin is for a loaded CI machine.
+SERVICE_START_SECONDS = 60
+
+
+@pytest.fixture(scope="session")
+def smollm2_builds():
+    return build_generator(SMOLLM2_135M, root=models_dir())
+
+
+@pytest.fixture(scope="session")
+def engine_url(smollm2_builds, tmp_path_factory):
+    """A real `python -m inference.serve` on a free port with the SmolLM2 INT8 build, for HTTP tests.
+
+    Two sequences at a time and one more waiting, so that tests can fill the engine with three streams.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "inference.serve", "--model", SMOLLM2_135M.name, "--port", str(port)]
+    command += ["--max-batch", "2", "--max-queue", "1", "--context-length", str(TEST_CONTEXT_TOKENS)]
+    # A file, not a pipe: nobody reads the log while tests run, and a full pipe would block the server.
+    log_path = tmp_path_factory.mktemp("engine") / "serve.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVICE_START_SECONDS
+    while True:
+        try:
+            httpx.get(f"{url}/health", timeout=1.0).raise_for_status()
+            break
+        except httpx.HTTPError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                pytest.fail(f"the engine did not start:\n{log_path.read_text()}")
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()

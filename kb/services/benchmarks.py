@@ -1,11 +1,14 @@
 """Throughput measurements printed by `manage.py bench` (never asserted in tests)."""
 
+import random
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 
 from django.conf import settings
 
+from kb.answering.sensitive_terms import Action, Term, TermMatcher, term_key
 from kb.ingestion.parsing import parse_document
 from kb.models import Collection, DocumentVersion
 from kb.services.ingestion import chunk_windows, embedding_input, finish_jobs, upload_document
@@ -70,4 +73,93 @@ def bench_ingest(*, docs: Path) -> dict:
         "batch_size": settings.KB_EMBEDDING_BATCH,
         "window_tokens": settings.KB_CHUNK_WINDOW,
         "overlap_tokens": settings.KB_CHUNK_OVERLAP,
+    }
+
+
+BENCH_TEXT_CHARACTERS = 100_000
+BENCH_SMALL_LIST = 1_000
+_CONSONANTS = "bcdfghjklmnprstvwz"
+_VOWELS = "aeiou"
+
+
+def _pseudo_word(rng: random.Random, syllables: int) -> str:
+    """An English-like word of `syllables` syllables, each one of some 1,600."""
+    return "".join(
+        rng.choice(_CONSONANTS) + rng.choice(_VOWELS) + rng.choice(_CONSONANTS) for _ in range(syllables)
+    )
+
+
+def _chinese_word(rng: random.Random) -> str:
+    return "".join(chr(rng.randint(0x4E00, 0x9FA5)) for _ in range(rng.randint(2, 5)))
+
+
+def _bench_terms(rng: random.Random, count: int) -> list[Term]:
+    """`count` distinct terms: English-like words of two or three syllables and phrases of up to three
+    such words (60 %), and Chinese words of two to five characters (40 %), with all three actions."""
+    terms, keys = [], set()
+    while len(terms) < count:
+        if rng.random() < 0.6:
+            text = " ".join(_pseudo_word(rng, rng.randint(2, 3)) for _ in range(rng.choice([1, 1, 2, 3])))
+        else:
+            text = _chinese_word(rng)
+        if term_key(text) not in keys:
+            keys.add(term_key(text))
+            terms.append(Term(text, f"category-{rng.randint(1, 50)}", rng.choice(list(Action))))
+    return terms
+
+
+def _bench_text(rng: random.Random, terms: list[Term], characters: int) -> str:
+    """Mixed English and Chinese prose of `characters` characters in which about one word in fifty
+    is a term (from the first BENCH_SMALL_LIST terms, so both lists find some)."""
+    pieces, size = [], 0
+    while size < characters:
+        if rng.random() < 0.02:
+            piece = rng.choice(terms[:BENCH_SMALL_LIST]).text + " "
+        elif rng.random() < 0.6:
+            piece = _pseudo_word(rng, rng.randint(1, 3)) + rng.choice([" ", " ", " ", ", ", ". "])
+        else:
+            piece = _chinese_word(rng) + rng.choice(["", "", "，", "。"])
+        pieces.append(piece)
+        size += len(piece)
+    return "".join(pieces)[:characters]
+
+
+def _scan_rate(matcher: TermMatcher, text: str, repeats: int = 5) -> tuple[float, int]:
+    """Characters per second of matcher.screen(text) (best of `repeats`), and the matches found."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        screening = matcher.screen(text)
+        best = min(best, time.perf_counter() - started)
+    return len(text) / best, len(screening.matches)
+
+
+def bench_terms(*, terms: int) -> dict:
+    """Building a sensitive-term matcher of `terms` random terms (time and memory), and screening the
+    same ~100 KB text with the first 1,000 of them and with all: the characters per second should be
+    about the same, since Aho-Corasick's cost per character does not depend on the number of terms."""
+    rng = random.Random(20240601)  # a fixed seed: the same terms and text on every run
+    term_list = _bench_terms(rng, terms)
+    text = _bench_text(rng, term_list, BENCH_TEXT_CHARACTERS)
+    small = TermMatcher(term_list[:BENCH_SMALL_LIST])
+    started = time.perf_counter()
+    large = TermMatcher(term_list)
+    build_seconds = time.perf_counter() - started
+    del large
+    tracemalloc.start()  # a second build, traced: tracing slows it down, so it is not the one timed
+    large = TermMatcher(term_list)
+    memory = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    small_rate, small_matches = _scan_rate(small, text)
+    large_rate, large_matches = _scan_rate(large, text)
+    return {
+        "terms": len(large),
+        "build_seconds": round(build_seconds, 2),
+        "matcher_memory_mb": round(memory / 2**20, 1),
+        "text_characters": len(text),
+        "scan_1000_terms_chars_per_s": round(small_rate),
+        "scan_1000_terms_matches": small_matches,
+        f"scan_{terms}_terms_chars_per_s": round(large_rate),
+        f"scan_{terms}_terms_matches": large_matches,
+        "large_to_small_rate_ratio": round(large_rate / small_rate, 3),
     }

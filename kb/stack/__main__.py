@@ -305,6 +305,9 @@ def test(args: list[str]) -> int:
 def manage(args: list[str]) -> int:
     layout = current_layout()
     env = _child_env(layout)
+    engine = _local_engine()
+    if engine:  # the engine of a running ./run: `ask` and `evaluate --mode answers` use it
+        env["ENGINE_URL"] = engine.url
     with backing_services(layout, Supervisor(layout, env)):
         return _manage(env, *args)
 

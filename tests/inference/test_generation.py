@@ -53,7 +53,8 @@ def test_text_that_may_begin_a_stop_sequence_is_held_back_until_it_does_not(toke
 
 
 def test_end_of_sequence_token_finishes_with_stop(int8_runner, tokenizer):
-    prompt_ids = tokenizer.encode(tokenizer.render([{"role": "user", "content": "Say hello."}]))
+    # A question SmolLM2 answers in one short sentence; "Say hello." made some INT8 builds ramble on.
+    prompt_ids = tokenizer.encode(tokenizer.render([{"role": "user", "content": "What is 2 + 2?"}]))
     text, token_ids, finish = completion(
         int8_runner, tokenizer, prompt_ids, SamplingParams(temperature=0.0, max_tokens=100)
     )

@@ -1,4 +1,5 @@
-"""./run manage bench ingest|search [--docs DIR] [--questions FILE] [--chunks N]: numbers as JSON."""
+"""./run manage bench ingest|search|terms [--docs DIR] [--questions FILE] [--chunks N] [--terms N]: numbers
+as JSON."""
 
 import json
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from kb.services.benchmarks import bench_ingest
+from kb.services.benchmarks import bench_ingest, bench_terms
 from retrieval.benchmark import bench_search
 
 DEV = settings.BASE_DIR.parent / "shared" / "eval" / "dev"
@@ -15,19 +16,26 @@ DEV = settings.BASE_DIR.parent / "shared" / "eval" / "dev"
 class Command(BaseCommand):
     help = (
         "Measure and print JSON. 'ingest': pipeline chunks/s against raw model.encode. 'search': BM25 "
-        "against rank_bm25, HNSW recall and latency, hybrid and cached latency on a generated corpus."
+        "against rank_bm25, HNSW recall and latency, hybrid and cached latency on a generated corpus. "
+        "'terms': sensitive-term matcher build time, memory and scan rate for 1,000 and --terms terms."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("what", choices=["ingest", "search"])
+        parser.add_argument("what", choices=["ingest", "search", "terms"])
         parser.add_argument(
             "--docs", type=Path, default=DEV / "docs", help="documents (vocabulary for search)"
         )
         parser.add_argument("--questions", type=Path, default=DEV / "questions.jsonl", help="search queries")
         parser.add_argument("--chunks", type=int, default=100_000, help="size of the generated search corpus")
         parser.add_argument("--queries", type=int, default=100, help="queries per measurement")
+        parser.add_argument("--terms", type=int, default=200_000, help="size of the generated term list")
 
-    def handle(self, *args, what, docs, questions, chunks, queries, **options):
+    def handle(self, *args, what, docs, questions, chunks, queries, terms, **options):
+        if what == "terms":
+            if terms < 1000:
+                raise CommandError("--terms must be at least 1000")
+            self.stdout.write(json.dumps(bench_terms(terms=terms), indent=2))
+            return
         if not docs.is_dir():
             raise CommandError(f"{docs} is not a folder")
         if what == "ingest":

@@ -1,4 +1,5 @@
-"""./run manage evaluate --docs DIR --questions FILE [--mode retrieval] [--json OUT]"""
+"""./run manage evaluate --docs DIR --questions FILE [--mode retrieval|answers|all] [--sample N]
+[--json OUT]"""
 
 import json
 import sys
@@ -8,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from kb.services.answer_evaluation import evaluate_answers, evenly_spaced
 from kb.services.evaluation import (
     chunk_count,
     default_collection_name,
@@ -21,21 +23,33 @@ from retrieval.search import MODES
 class Command(BaseCommand):
     help = (
         "Ingest a folder of documents into its own collection (reused while the files and the "
-        "chunking settings are unchanged) and print retrieval scores for bm25, dense and hybrid as JSON."
+        "chunking settings are unchanged) and print retrieval scores for bm25, dense and hybrid, and/or "
+        "answer scores (correctness, citations, refusals, fact-check, latency), as JSON."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--docs", type=Path, required=True, help="folder of documents")
         parser.add_argument("--questions", type=Path, required=True, help="questions.jsonl")
-        parser.add_argument("--mode", choices=["retrieval"], default="retrieval", help="what to evaluate")
+        parser.add_argument(
+            "--mode", choices=["retrieval", "answers", "all"], default="retrieval", help="what to evaluate"
+        )
+        parser.add_argument(
+            "--sample",
+            type=int,
+            help="answer about N questions, answerable and unanswerable in the file's proportions",
+        )
         parser.add_argument(
             "--collection", help="collection to ingest into (default: named after the folder)"
         )
         parser.add_argument("--json", type=Path, dest="json_out", help="also write the JSON here")
 
-    def handle(self, *args, docs, questions, mode, collection, json_out, **options):
+    def handle(self, *args, docs, questions, mode, sample, collection, json_out, **options):
         if not docs.is_dir():
             raise CommandError(f"{docs} is not a folder")
+        if sample is not None and sample < 1:
+            raise CommandError("--sample must be at least 1")
+        if mode != "retrieval" and not settings.ENGINE_URL:
+            raise CommandError("answers need an engine: start the application with ./run, or set ENGINE_URL")
         try:
             asked = load_questions(questions)
         except (OSError, ValueError) as error:
@@ -49,8 +63,6 @@ class Command(BaseCommand):
 
             target = ingest_folder(docs, collection or default_collection_name(docs), on_progress=show)
         answerable = sum(question.answerable for question in asked)
-        with tqdm(total=answerable, desc="searching", unit="question", file=sys.stderr, disable=None) as bar:
-            scores = evaluate_retrieval(asked, target, modes=list(MODES), on_progress=bar.update)
         report = {
             "collection": target.name,
             "chunks": chunk_count(target),
@@ -65,8 +77,27 @@ class Command(BaseCommand):
                 "dense_weight": settings.RETRIEVAL_DENSE_WEIGHT,
                 "candidates": settings.RETRIEVAL_CANDIDATES,
             },
-            "retrieval": scores,
         }
+        if mode in ("retrieval", "all"):
+            with tqdm(
+                total=answerable, desc="searching", unit="question", file=sys.stderr, disable=None
+            ) as bar:
+                report["retrieval"] = evaluate_retrieval(
+                    asked, target, modes=list(MODES), on_progress=bar.update
+                )
+        if mode in ("answers", "all"):
+            chosen = evenly_spaced(asked, sample) if sample else asked
+            report["answer_settings"] = {
+                "engine_model": settings.KB_ENGINE_MODEL,
+                "sources": settings.KB_ANSWER_SOURCES,
+                "source_chars": settings.KB_ANSWER_SOURCE_CHARS,
+                "policy": settings.KB_ANSWER_POLICY,
+                "questions_asked": len(chosen),
+            }
+            with tqdm(
+                total=len(chosen), desc="answering", unit="question", file=sys.stderr, disable=None
+            ) as bar:
+                report["answers"] = evaluate_answers(chosen, target, on_progress=bar.update)
         text = json.dumps(report, indent=2, ensure_ascii=False)
         if json_out:
             json_out.write_text(text + "\n", encoding="utf-8")

@@ -1,0 +1,84 @@
+"""The numbered sources an answer is written from: the most relevant sentences of the chunks found.
+
+A chunk is 320 word pieces; the generator prefills slowly on a CPU (shared/MODELS.md) and the
+entailment model reads 192 pieces, so each found chunk is narrowed to a contiguous excerpt around the
+sentences that share the most words with the question. An excerpt is an exact span of the document's
+parsed text, so a citation of it highlights exactly what the generator read.
+"""
+
+import math
+from dataclasses import dataclass
+
+from kb.ingestion.sentences import split_sentences
+from kb.models import Chunk
+from retrieval.tokenizer import search_tokens
+
+
+@dataclass(frozen=True)
+class Source:
+    """Excerpt `text` = the version's parsed_text[char_start:char_end], inside `chunk`."""
+
+    number: int
+    chunk: Chunk
+    char_start: int
+    char_end: int
+    text: str
+
+    @property
+    def title(self) -> str:
+        return self.chunk.version.document.title
+
+    @property
+    def page(self) -> int | None:
+        return self.chunk.page
+
+
+def select_sources(chunks: list[Chunk], question: str, *, max_chars: int) -> list[Source]:
+    """One excerpt of at most about `max_chars` characters per chunk, numbered from 1 in rank order."""
+    sentences = {chunk.pk: _sentences(chunk) for chunk in chunks}
+    weights = _term_weights(question, [tokens for spans in sentences.values() for _, _, tokens in spans])
+    return [
+        Source(number, chunk, *excerpt(chunk, sentences[chunk.pk], weights, max_chars=max_chars))
+        for number, chunk in enumerate(chunks, start=1)
+    ]
+
+
+def _sentences(chunk: Chunk) -> list[tuple[int, int, set[str]]]:
+    """The chunk's sentences as (start, end, search tokens), offsets within the chunk."""
+    spans = [(s.start, s.end) for s in split_sentences(chunk.text)] or [(0, len(chunk.text))]
+    return [(start, end, set(search_tokens(chunk.text[start:end]))) for start, end in spans]
+
+
+def _term_weights(question: str, sentences: list[set[str]]) -> dict[str, float]:
+    """Each question term weighted by how rare it is among the candidate sentences (idf), so that
+    the sentence naming the question's specific thing beats one repeating its common words."""
+    terms = set(search_tokens(question))
+    count = len(sentences) or 1
+    return {term: math.log(1 + count / (1 + sum(term in tokens for tokens in sentences))) for term in terms}
+
+
+def excerpt(
+    chunk: Chunk, sentences: list[tuple[int, int, set[str]]], weights: dict[str, float], *, max_chars: int
+) -> tuple[int, int, str]:
+    """(start, end, text) in the version's parsed text: the best sentence of the chunk, widened by
+    its neighbours, the better of the two sides first, while the span stays within `max_chars`."""
+    if len(chunk.text) <= max_chars:
+        return chunk.char_start, chunk.char_end, chunk.text
+    scores = [sum(weights.get(token, 0.0) for token in tokens) for _, _, tokens in sentences]
+    first = last = max(range(len(sentences)), key=lambda index: (scores[index], -index))
+    while True:
+        candidates = [index for index in (first - 1, last + 1) if 0 <= index < len(sentences)]
+        candidates = [
+            index
+            for index in candidates
+            if max(sentences[last][1], sentences[index][1]) - min(sentences[first][0], sentences[index][0])
+            <= max_chars
+        ]
+        if not candidates:
+            break
+        chosen = max(candidates, key=lambda index: (scores[index], -abs(index - first)))
+        first, last = min(first, chosen), max(last, chosen)
+    start, end = sentences[first][0], sentences[last][1]
+    if end - start > max_chars:  # one sentence longer than the budget: keep its beginning
+        end = start + max_chars
+    return chunk.char_start + start, chunk.char_start + end, chunk.text[start:end]

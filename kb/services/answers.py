@@ -1,0 +1,336 @@
+"""Answering a user's question from the documents they may read, with checked citations.
+
+    question = ask(user=user, question="How many days of leave carry over?", collections=["HR"])
+    question.answer.outcome, question.answer.text, question.answer.sentences, question.answer.citations
+
+The pipeline: normalise → safety (sensitive terms, prompt injection) → frequent-question cache →
+hybrid retrieval in the user's scopes → excerpts as numbered sources → engine (streamed to
+`on_token`) → markers read and verified → fact-check per sentence → policy (drop or flag what is
+not supported) → stored Answer → Question. When nothing is supported, or nothing relevant was
+found, the answer says the documents do not contain it and lists the closest sources. Every
+surface (API, staff UI, the `ask` and `evaluate` commands) calls `ask`.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+
+from inference.client import EngineRequestRejected, EngineUnavailable, chat_stream
+from kb.answering.citations import read_answer, render
+from kb.answering.factcheck import CheckedSentence, check_sentences
+from kb.answering.injection import find_injections
+from kb.answering.prompt import answer_messages
+from kb.answering.sources import Source, select_sources
+from kb.ingestion.language import CHINESE, detect_language
+from kb.models import Answer, AnswerSentence, Citation, Question
+from kb.services import audit
+from kb.services.search import Result, chunks_for, search_scopes
+from kb.services.sensitive_terms import screen_text, terms_version
+from retrieval import cache
+from retrieval.search import InvalidQuery, normalise_query, search
+
+Outcome = Answer.Outcome
+Verdict = AnswerSentence.Verdict
+
+MESSAGES = {
+    Outcome.NOT_FOUND: {
+        "en": "The documents you can read do not contain an answer to this question.",
+        CHINESE: "在您可以查阅的文档中没有找到这个问题的答案。",
+    },
+    Outcome.BLOCKED: {
+        "en": "This question cannot be answered: it breaks a content rule of this knowledge base.",
+        CHINESE: "无法回答这个问题：它违反了本知识库的内容规则。",
+    },
+    Outcome.ENGINE_UNAVAILABLE: {
+        "en": "The answer engine is not available right now. These are the passages that match best.",
+        CHINESE: "回答引擎暂时不可用。以下是最相关的段落。",
+    },
+}
+# Outcomes that depend only on the question, the documents and the model, so they can be reused.
+CACHEABLE_OUTCOMES = (Outcome.ANSWERED, Outcome.NOT_FOUND)
+CONTROL_CHARACTERS = frozenset(chr(code) for code in range(32)) - {"\t", "\n", "\r"}
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    first_token_ms: int | None
+    generation_ms: int
+
+
+def ask(
+    *,
+    user,
+    question: str,
+    collections: list[str] | None = None,
+    on_token: Callable[[str], None] | None = None,
+    request=None,
+    use_cache: bool = True,
+) -> Question:
+    """Answer `question` for `user` from the collections they may read (the named ones, or all).
+    `use_cache=False` skips the frequent-question cache (evaluation measures real answers). Raises
+    InvalidQuery (UnknownCollection included) with a reason for a question that cannot be asked."""
+    started = time.monotonic()
+    text = normalise_question(question)
+    language = detect_language(text) or "en"
+    scopes = search_scopes(user, collections)
+    answer, cache_hit = _answer_safely(
+        text, scopes, language, user=user, request=request, on_token=on_token, use_cache=use_cache
+    )
+    with transaction.atomic():
+        asked = Question.objects.create(
+            user=user,
+            text=text,
+            language=language,
+            answer=answer,
+            cache_hit=cache_hit,
+            latency_ms=_ms_since(started),
+        )
+        asked.collections.set(scopes)
+        audit.record(
+            action="question_asked", actor=user, target=asked, request=request, outcome=answer.outcome
+        )
+    return asked
+
+
+def normalise_question(question) -> str:
+    """The question as searched and stored; raises InvalidQuery for empty, overlong or binary input."""
+    if isinstance(question, str) and CONTROL_CHARACTERS.intersection(question):
+        raise InvalidQuery("the question contains control characters: send text, not binary data")
+    return normalise_query(question)
+
+
+def _answer_safely(text, scopes, language, *, user, request, on_token, use_cache) -> tuple[Answer, bool]:
+    screening = screen_text(text, actor=user, request=request, where="question")
+    if screening.blocked:
+        return _blocked(language, reason="sensitive_terms"), False
+    if injections := find_injections(text):
+        audit.record(
+            action="safety_block",
+            actor=user,
+            request=request,
+            where="question",
+            reason="prompt_injection",
+            patterns=sorted({finding.pattern for finding in injections}),
+        )
+        return _blocked(language, reason="prompt_injection"), False
+    query = screening.text  # masked terms stay masked in the search and the prompt
+    key = _cache_key(query, scopes)
+    cached_id = cache.get(key) if use_cache else None
+    cached = Answer.objects.filter(pk=cached_id).first() if cached_id else None
+    if cached is not None:
+        return cached, True
+    answer = _answer(query, scopes, language, user=user, request=request, on_token=on_token)
+    if answer.outcome in CACHEABLE_OUTCOMES:
+        cache.put(key, answer.pk)
+    return answer, False
+
+
+def _cache_key(query: str, scopes: list[int]) -> str:
+    """Same question, same scopes at the same index versions, same model, settings and term list."""
+    parameters = {
+        "question": query.casefold(),
+        "engine": [settings.ENGINE_URL, settings.KB_ENGINE_MODEL],
+        "answering": [
+            settings.KB_ANSWER_SOURCES,
+            settings.KB_ANSWER_SOURCE_CHARS,
+            settings.KB_ANSWER_MAX_TOKENS,
+            settings.KB_ANSWER_POLICY,
+            settings.KB_FACTCHECK_THRESHOLD,
+        ],
+        "sensitive_terms": terms_version(),
+    }
+    return cache.result_key(parameters, scopes, kind="answer")
+
+
+def _answer(query, scopes, language, *, user, request, on_token) -> Answer:
+    results = _retrieve(query, scopes, user=user, request=request)
+    if not results:
+        return _not_found(language, results, reason="nothing_found")
+    sources = select_sources(
+        [result.chunk for result in results], query, max_chars=settings.KB_ANSWER_SOURCE_CHARS
+    )
+    try:
+        generation = _generate(answer_messages(query, sources, language=language), on_token)
+    except (EngineUnavailable, EngineRequestRejected) as error:
+        return _engine_unavailable(language, results, error)
+    screening = screen_text(generation.text, actor=user, request=request, where="answer")
+    if screening.blocked:
+        return _blocked(language, reason="sensitive_terms", generation=generation)
+    draft = read_answer(screening.text, valid_numbers={source.number for source in sources})
+    checked = check_sentences(draft.sentences, sources, question=query)
+    shown = [sentence for sentence in checked if _shown(sentence)]
+    if not any(sentence.verdict == Verdict.SUPPORTED for sentence in shown):
+        return _not_found(
+            language, results, reason="nothing_supported", generation=generation, checked=checked
+        )
+    return _store(
+        Outcome.ANSWERED,
+        language=language,
+        generation=generation,
+        sources=sources,
+        checked=checked,
+        invalid_markers=draft.invalid_markers,
+    )
+
+
+def _retrieve(query, scopes, *, user, request) -> list[Result]:
+    """The best chunks for the question that share a search term with it, less any that carries
+    instructions (prompt injection): such a passage never reaches the generator, and the event is in
+    the audit trail. Dense search always returns its nearest passages, however far; one that shares
+    no word with the question is not evidence a small generator can answer from."""
+    results = chunks_for(search(query, scopes=scopes, mode="hybrid", k=settings.KB_ANSWER_SOURCES), scopes)
+    safe = []
+    for result in results:
+        if result.bm25_rank is None:
+            continue
+        if findings := find_injections(result.chunk.text):
+            audit.record(
+                action="safety_block",
+                actor=user,
+                target=result.chunk,
+                request=request,
+                where="passage",
+                reason="prompt_injection",
+                patterns=sorted({finding.pattern for finding in findings}),
+            )
+        else:
+            safe.append(result)
+    return safe
+
+
+def _generate(messages: list[dict[str, str]], on_token: Callable[[str], None] | None) -> Generation:
+    """The generator's reply, streamed to `on_token`; raises EngineUnavailable past KB_ANSWER_TIMEOUT
+    seconds, so a slow engine never holds a user's request for good."""
+    started = time.monotonic()
+    deadline = started + settings.KB_ANSWER_TIMEOUT
+    first_token_ms, parts = None, []
+    stream = chat_stream(
+        settings.ENGINE_URL,
+        messages,
+        model=settings.KB_ENGINE_MODEL,
+        max_tokens=settings.KB_ANSWER_MAX_TOKENS,
+        temperature=0.0,
+        timeout=min(settings.ENGINE_TIMEOUT, settings.KB_ANSWER_TIMEOUT),
+    )
+    try:
+        for delta in stream:
+            if first_token_ms is None:
+                first_token_ms = _ms_since(started)
+            parts.append(delta)
+            if on_token is not None:
+                on_token(delta)
+            if time.monotonic() > deadline:
+                raise EngineUnavailable(f"the engine did not finish within {settings.KB_ANSWER_TIMEOUT:g} s")
+    finally:
+        stream.close()  # closes the connection: the engine cancels the rest of the answer
+    return Generation("".join(parts), first_token_ms, _ms_since(started))
+
+
+def _shown(sentence: CheckedSentence) -> bool:
+    return sentence.verdict == Verdict.SUPPORTED or settings.KB_ANSWER_POLICY == "flag"
+
+
+def _not_found(language, results, *, reason, generation=None, checked=()) -> Answer:
+    return _store(
+        Outcome.NOT_FOUND,
+        language=language,
+        generation=generation,
+        checked=checked,
+        detail={"reason": reason, "closest_sources": _closest(results)},
+    )
+
+
+def _blocked(language, *, reason, generation=None) -> Answer:
+    return _store(Outcome.BLOCKED, language=language, generation=generation, detail={"reason": reason})
+
+
+def _engine_unavailable(language, results, error) -> Answer:
+    return _store(
+        Outcome.ENGINE_UNAVAILABLE,
+        language=language,
+        detail={"reason": str(error), "closest_sources": _closest(results)},
+    )
+
+
+def _closest(results: list[Result]) -> list[dict]:
+    return [
+        {"chunk": result.chunk.pk, "title": result.chunk.version.document.title, "page": result.chunk.page}
+        for result in results
+    ]
+
+
+@transaction.atomic
+def _store(
+    outcome,
+    *,
+    language: str,
+    generation: Generation | None = None,
+    sources: list[Source] = (),
+    checked=(),
+    invalid_markers: int = 0,
+    detail: dict | None = None,
+) -> Answer:
+    """The answer with its sentences and citations. Citations are numbered 1, 2… in the order the
+    shown sentences first cite them; sources no shown sentence cites are not citations."""
+    answer = Answer.objects.create(
+        outcome=outcome,
+        language=language,
+        generated_text=generation.text if generation else "",
+        model=settings.KB_ENGINE_MODEL if generation else "",
+        invalid_markers=invalid_markers,
+        first_token_ms=generation.first_token_ms if generation else None,
+        generation_ms=generation.generation_ms if generation else None,
+        detail=detail or {},
+    )
+    by_number = {source.number: source for source in sources}
+    citations: dict[int, Citation] = {}
+    rendered = []
+    for ordinal, sentence in enumerate(checked):
+        shown = outcome == Outcome.ANSWERED and _shown(sentence)
+        row = AnswerSentence.objects.create(
+            answer=answer,
+            ordinal=ordinal,
+            text=sentence.text,
+            verdict=sentence.verdict,
+            support=sentence.support,
+            problems=sentence.problems,
+            shown=shown,
+        )
+        if not shown:
+            continue
+        for number in sentence.citations:
+            if number not in citations:
+                citations[number] = _citation(answer, len(citations) + 1, by_number[number])
+        row.citations.set([citations[number] for number in sentence.citations])
+        rendered.append((sentence.text, [citations[number].number for number in sentence.citations]))
+    answer.text = render(rendered, language=language) if rendered else MESSAGES[outcome][_language(language)]
+    answer.save(update_fields=["text"])
+    return answer
+
+
+def _citation(answer: Answer, number: int, source: Source) -> Citation:
+    version = source.chunk.version
+    return Citation.objects.create(
+        answer=answer,
+        number=number,
+        chunk=source.chunk,
+        version=version,
+        document=version.document,
+        collection=version.document.collection,
+        title=source.title,
+        page=source.page,
+        char_start=source.char_start,
+        char_end=source.char_end,
+    )
+
+
+def _language(language: str) -> str:
+    return language if language == CHINESE else "en"
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)

@@ -1,0 +1,66 @@
+"""The fact-check pass with the shipped entailment model and spaCy: one verdict per answer sentence."""
+
+import pytest
+
+from kb.answering.citations import DraftSentence
+from kb.answering.consistency import unsupported_details
+from kb.answering.factcheck import check_sentences
+from kb.answering.sources import Source
+from kb.models import AnswerSentence, Chunk
+
+Verdict = AnswerSentence.Verdict
+
+LEAVE = "Employees may carry over five days of annual leave into the next year. Requests go to HR."
+BONUS = "Annual bonuses are paid in March 2026 to every employee who joined before 1 October."
+
+
+def source(number: int, text: str) -> Source:
+    return Source(number, Chunk(text=text, char_start=0, char_end=len(text)), 0, len(text), text)
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return [source(1, LEAVE), source(2, BONUS)]
+
+
+def test_a_sentence_a_source_states_is_supported_and_cites_that_source(sources):
+    [checked] = check_sentences(
+        [DraftSentence("Annual bonuses are paid in March 2026.", marked=[1])],
+        sources,
+        question="When are bonuses paid?",
+    )
+    assert checked.verdict == Verdict.SUPPORTED
+    assert checked.citations == [2]  # the generator's wrong marker [1] is not kept
+
+
+def test_a_wrong_figure_makes_a_sentence_unsupported_with_the_reason(sources):
+    [checked] = check_sentences(
+        [DraftSentence("Bonuses are paid in March 2031.", marked=[2])],
+        sources,
+        question="When are bonuses paid?",
+    )
+    assert checked.verdict == Verdict.UNSUPPORTED
+    assert checked.citations == []
+
+
+def test_a_sentence_no_source_is_about_has_no_citation(sources):
+    [checked] = check_sentences(
+        [DraftSentence("The cafeteria serves vegetarian lasagne on Fridays.")], sources, question="Lunch?"
+    )
+    assert checked.verdict == Verdict.NO_CITATION and checked.citations == []
+
+
+def test_without_sources_nothing_is_supported():
+    [checked] = check_sentences([DraftSentence("Five days carry over.")], [], question="Leave?")
+    assert checked.verdict == Verdict.NO_CITATION
+
+
+def test_numbers_and_names_must_appear_in_the_evidence():
+    assert unsupported_details("Five days carry over since 2019.", LEAVE) == [
+        "number 2019 is in no cited source"
+    ]
+    assert unsupported_details("Bonuses of 1,000 EUR are paid.", "a bonus of 1000 EUR") == []
+    assert unsupported_details("Maria Schmidt approves the requests.", LEAVE) == [
+        "'Maria Schmidt' is in no cited source"
+    ]
+    assert unsupported_details("员工可以结转5天年假。", "员工可以结转5天年假") == []
