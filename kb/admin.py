@@ -11,7 +11,18 @@ from django.urls import path, reverse
 
 from kb.answering.sensitive_terms import Term
 from kb.forms import UploadForm
-from kb.models import AuditEvent, Chunk, Collection, Document, DocumentVersion, SensitiveTerm
+from kb.models import (
+    Answer,
+    AnswerSentence,
+    AuditEvent,
+    Chunk,
+    Citation,
+    Collection,
+    Document,
+    DocumentVersion,
+    Question,
+    SensitiveTerm,
+)
 from kb.selectors import can_curate
 from kb.services import audit
 from kb.services.ingestion import UploadRejected, upload_document
@@ -246,3 +257,55 @@ class SensitiveTermAdmin(AuditedAdmin):
             "title": "Import sensitive terms",
         }
         return TemplateResponse(request, "admin/kb/sensitiveterm/import.html", context)
+
+
+class AnswerSentenceInline(admin.TabularInline):
+    model = AnswerSentence
+    fields = ["ordinal", "text", "verdict", "support", "problems", "shown"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class CitationInline(admin.TabularInline):
+    model = Citation
+    fields = ["number", "title", "page", "document", "char_start", "char_end"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Answer)
+class AnswerAdmin(ReadOnlyAdmin):
+    """What was answered, sentence by sentence with the fact-check verdicts, and what it cites."""
+
+    list_display = ["created_at", "outcome", "language", "model", "first_token_ms", "generation_ms"]
+    list_filter = ["outcome", "language"]
+    search_fields = ["text", "generated_text"]
+    fields = [
+        "outcome",
+        "text",
+        "generated_text",
+        "language",
+        "model",
+        "invalid_markers",
+        "first_token_ms",
+        "generation_ms",
+        "detail",
+        "created_at",
+    ]
+    inlines = [AnswerSentenceInline, CitationInline]
+
+
+@admin.register(Question)
+class QuestionAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "user", "text", "language", "cache_hit", "latency_ms"]
+    list_filter = ["language", "cache_hit", "answer__outcome"]
+    search_fields = ["text", "user__username"]
+    fields = ["user", "text", "language", "collections", "answer", "cache_hit", "latency_ms", "created_at"]

@@ -51,3 +51,11 @@ def get(key: str):
 
 def put(key: str, value) -> None:
     cache.set(key, value, timeout=RESULT_SECONDS)
+
+
+def clear(kind: str) -> None:
+    """Forget every cached value of `kind` ("result", "answer"), e.g. before a benchmark."""
+    client = cache._cache.get_client(write=True)
+    keys = list(client.scan_iter(match=cache.make_key(f"retrieval:{kind}:*")))
+    if keys:
+        client.delete(*keys)

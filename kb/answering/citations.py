@@ -15,6 +15,16 @@ from kb.ingestion.sentences import split_sentences
 # [1], [1, 2], [1][2], 【1】 (full-width brackets, as Chinese output often has).
 MARKER = re.compile(r"\s*[\[【]\s*(\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)\s*[\]】]")
 NUMBER = re.compile(r"\d+")
+# "According to Source 2, …" / "Based on the sources above, …" / "根据资料2，…": what small generators
+# open sentences with. The phrase goes (the reader sees the citation instead); a source it names
+# becomes a marker, verified like any other.
+ATTRIBUTION = re.compile(
+    r"(?:\b(?:according\s+to|based\s+on|as\s+(?:stated|mentioned|described|shown)\s+in)\s+"
+    r"(?:the\s+)?(?:(?:information|text|data)\s+(?:provided\s+|given\s+)?in\s+)?(?:the\s+)?"
+    r"(?:provided\s+|given\s+)?sources?(?:\s*(\d{1,3}))?(?:\s+(?:above|provided|given))?"
+    r"|(?:根据|依据|按照)(?:以上|上述)?资料\s*(\d{1,3})?(?:中)?)\s*[,，:：]?\s*",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -34,7 +44,7 @@ class Draft:
 def read_answer(text: str, *, valid_numbers: set[int]) -> Draft:
     """The answer's sentences with their markers. A marker between two sentences (after a full stop)
     belongs to the sentence before it; markers naming numbers outside `valid_numbers` are dropped."""
-    clean, markers = _strip_markers(text)
+    clean, markers = _strip_markers(_markers_for_attributions(text))
     spans = [(sentence.start, sentence.end) for sentence in split_sentences(clean)]
     sentences = [DraftSentence(clean[start:end]) for start, end in spans]
     invalid = 0
@@ -46,6 +56,21 @@ def read_answer(text: str, *, valid_numbers: set[int]) -> Draft:
             elif owner is not None and number not in sentences[owner].marked:
                 sentences[owner].marked.append(number)
     return Draft([sentence for sentence in sentences if _has_words(sentence.text)], invalid)
+
+
+def _markers_for_attributions(text: str) -> str:
+    """Attribution phrases removed; one naming a source becomes its marker (at the sentence start,
+    so that the sentence it opens owns it), and the sentence starts with a capital again."""
+
+    def replace(match: re.Match) -> str:
+        number = match.group(1) or match.group(2)
+        return f"[{number}]" if number else ""
+
+    def capitalise(match: re.Match) -> str:
+        return match.group(1) + match.group(2).upper()
+
+    text = ATTRIBUTION.sub(replace, text)
+    return re.sub(r"((?:^|[.!?]\s+)(?:\[\d+\])?)([a-z])", capitalise, text)
 
 
 def _strip_markers(text: str) -> tuple[str, list[tuple[int, list[int]]]]:

@@ -18,10 +18,13 @@ from inference.factcheck.entailment import EntailmentModel
 from kb.answering.citations import DraftSentence
 from kb.answering.consistency import unsupported_details
 from kb.answering.sources import Source
+from kb.ingestion.sentences import split_sentences
 from kb.models import AnswerSentence
 from retrieval.embedding import embed_passages
 
 Verdict = AnswerSentence.Verdict
+# Consecutive source sentences a claim is also checked against on their own (see _support).
+PREMISE_SENTENCES = 2
 
 
 @dataclass
@@ -46,8 +49,7 @@ def check_sentences(
         return []
     if not sources:
         return [CheckedSentence(sentence.text, Verdict.NO_CITATION, None) for sentence in sentences]
-    pairs = [(source.text, sentence.text) for sentence in sentences for source in sources]
-    probabilities = np.array(entailment_model().support_probabilities(pairs)).reshape(len(sentences), -1)
+    probabilities = _support(sentences, sources)
     similarities = _similarities(
         [sentence.text for sentence in sentences], [source.text for source in sources]
     )
@@ -71,6 +73,38 @@ def check_sentences(
         verdict = Verdict.UNSUPPORTED if related else Verdict.NO_CITATION
         checked.append(CheckedSentence(sentence.text, verdict, best, [], problems))
     return checked
+
+
+def _support(sentences: list[DraftSentence], sources: list[Source]) -> np.ndarray:
+    """P(supported) of each sentence by each source: the best over the whole excerpt and each window of
+    PREMISE_SENTENCES consecutive sentences of it. The model reads 192 word pieces, so a long excerpt
+    loses its end; and a claim it aligns with one passage sentence is judged on that sentence, not
+    diluted by the rest."""
+    premises = [_premises(source.text) for source in sources]
+    pairs, owners = [], []
+    for row, sentence in enumerate(sentences):
+        for column, texts in enumerate(premises):
+            pairs += [(premise, sentence.text) for premise in texts]
+            owners += [(row, column)] * len(texts)
+    probabilities = np.zeros((len(sentences), len(sources)))
+    for (row, column), probability in zip(
+        owners, entailment_model().support_probabilities(pairs), strict=True
+    ):
+        probabilities[row, column] = max(probabilities[row, column], probability)
+    return probabilities
+
+
+def _premises(text: str) -> list[str]:
+    spans = [(sentence.start, sentence.end) for sentence in split_sentences(text)]
+    windows = (
+        [
+            text[spans[index][0] : spans[min(index + PREMISE_SENTENCES, len(spans)) - 1][1]]
+            for index in range(max(1, len(spans) - PREMISE_SENTENCES + 1))
+        ]
+        if len(spans) > PREMISE_SENTENCES
+        else []
+    )
+    return [text, *windows]
 
 
 def _similarities(sentences: list[str], passages: list[str]) -> np.ndarray:

@@ -12,6 +12,7 @@ from kb.answering.sensitive_terms import Action, Term, TermMatcher, term_key
 from kb.ingestion.parsing import parse_document
 from kb.models import Collection, DocumentVersion
 from kb.services.ingestion import chunk_windows, embedding_input, finish_jobs, upload_document
+from retrieval import cache as retrieval_cache
 from retrieval.embedding import load_encoder
 
 
@@ -162,4 +163,49 @@ def bench_terms(*, terms: int) -> dict:
         f"scan_{terms}_terms_chars_per_s": round(large_rate),
         f"scan_{terms}_terms_matches": large_matches,
         "large_to_small_rate_ratio": round(large_rate / small_rate, 3),
+    }
+
+
+# Popularity of questions in the frequent-question benchmark: the k-th most asked question is asked
+# in proportion to 1 / k ** ZIPF_EXPONENT, as staff questions (and web queries) roughly are.
+ZIPF_EXPONENT = 1.0
+
+
+def bench_answer_cache(*, docs: Path, questions: Path, asks: int, seed: int = 7) -> dict:
+    """The frequent-question cache under a Zipf-distributed stream of `asks` dev questions: the hit
+    rate, and answer latency with and without a hit. Needs the engine (ENGINE_URL)."""
+    from kb.services.answer_evaluation import evaluation_reader
+    from kb.services.answers import ask
+    from kb.services.evaluation import default_collection_name, ingest_folder, load_questions
+
+    collection = ingest_folder(docs, default_collection_name(docs))
+    user = evaluation_reader(collection)
+    pool = [question.question for question in load_questions(questions)]
+    rng = random.Random(seed)
+    rng.shuffle(pool)
+    weights = [1 / rank**ZIPF_EXPONENT for rank in range(1, len(pool) + 1)]
+    stream = rng.choices(pool, weights=weights, k=asks)
+    retrieval_cache.clear("answer")  # answers cached before this run would count as hits
+    latencies = {True: [], False: []}
+    for text in stream:
+        asked = ask(user=user, question=text, collections=[collection.name])
+        latencies[asked.cache_hit].append(asked.latency_ms)
+    return {
+        "asks": asks,
+        "distinct_questions": len(set(stream)),
+        "best_possible_hit_rate": round(1 - len(set(stream)) / asks, 4),
+        "zipf_exponent": ZIPF_EXPONENT,
+        "hit_rate": round(len(latencies[True]) / asks, 4),
+        "latency_ms_hit": _percentiles(latencies[True]),
+        "latency_ms_miss": _percentiles(latencies[False]),
+    }
+
+
+def _percentiles(values: list[int]) -> dict:
+    if not values:
+        return {"p50": None, "p95": None}
+    ordered = sorted(values)
+    return {
+        "p50": ordered[len(ordered) // 2],
+        "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
     }

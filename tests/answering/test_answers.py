@@ -191,3 +191,13 @@ def test_ask_command_prints_the_checked_answer_as_json(engine, people, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["outcome"] in ("answered", "not_found")
     assert report["sentences"] and all("verdict" in sentence for sentence in report["sentences"])
+
+
+def test_answers_are_reviewable_but_not_editable_in_the_console(people, settings, client, admin_user):
+    settings.ENGINE_URL = "http://127.0.0.1:9"
+    asked = ask(user=people["alice"], question="How many days of annual leave carry over?")
+    client.force_login(admin_user)
+    assert client.get("/admin/kb/question/").status_code == 200
+    page = client.get(f"/admin/kb/answer/{asked.answer.pk}/change/")
+    assert page.status_code == 200 and "not available" in page.content.decode()
+    assert client.get("/admin/kb/answer/add/").status_code == 403

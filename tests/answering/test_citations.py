@@ -33,3 +33,16 @@ def test_chinese_answers_with_full_width_markers():
 def test_rendered_answers_put_markers_after_each_sentence():
     assert render([("A.", [1]), ("B.", [1, 2])], language="en") == "A.[1] B.[1][2]"
     assert render([("甲。", [1]), ("乙。", [])], language="zh") == "甲。[1]乙。"
+
+
+def test_attribution_phrases_become_markers_and_leave_the_sentence():
+    draft = read_answer(
+        "According to Source 2, the town was Manakin. Based on the sources above, it was granted in 1700.",
+        valid_numbers={1, 2},
+    )
+    assert [(sentence.text, sentence.marked) for sentence in draft.sentences] == [
+        ("The town was Manakin.", [2]),
+        ("It was granted in 1700.", []),
+    ]
+    chinese = read_answer("根据资料1，员工可以结转五天年假。", valid_numbers={1, 2})
+    assert [(sentence.text, sentence.marked) for sentence in chinese.sentences] == [("员工可以结转五天年假。", [1])]

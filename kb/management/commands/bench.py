@@ -1,5 +1,5 @@
-"""./run manage bench ingest|search|terms [--docs DIR] [--questions FILE] [--chunks N] [--terms N]: numbers
-as JSON."""
+"""./run manage bench ingest|search|terms|answers [--docs DIR] [--questions FILE] [--chunks N] [--terms N]
+[--queries N]: numbers as JSON."""
 
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from kb.services.benchmarks import bench_ingest, bench_terms
+from kb.services.benchmarks import bench_answer_cache, bench_ingest, bench_terms
 from retrieval.benchmark import bench_search
 
 DEV = settings.BASE_DIR.parent / "shared" / "eval" / "dev"
@@ -17,11 +17,12 @@ class Command(BaseCommand):
     help = (
         "Measure and print JSON. 'ingest': pipeline chunks/s against raw model.encode. 'search': BM25 "
         "against rank_bm25, HNSW recall and latency, hybrid and cached latency on a generated corpus. "
-        "'terms': sensitive-term matcher build time, memory and scan rate for 1,000 and --terms terms."
+        "'terms': sensitive-term matcher build time, memory and scan rate for 1,000 and --terms terms. "
+        "'answers': frequent-question cache hit rate and latency over --queries Zipf-distributed questions."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("what", choices=["ingest", "search", "terms"])
+        parser.add_argument("what", choices=["ingest", "search", "terms", "answers"])
         parser.add_argument(
             "--docs", type=Path, default=DEV / "docs", help="documents (vocabulary for search)"
         )
@@ -40,6 +41,12 @@ class Command(BaseCommand):
             raise CommandError(f"{docs} is not a folder")
         if what == "ingest":
             result = bench_ingest(docs=docs)
+        elif what == "answers":
+            if not settings.ENGINE_URL:
+                raise CommandError(
+                    "answers need an engine: start the application with ./run, or set ENGINE_URL"
+                )
+            result = bench_answer_cache(docs=docs, questions=questions, asks=queries)
         else:
             if not questions.is_file():
                 raise CommandError(f"{questions} is not a file")
