@@ -259,26 +259,25 @@ class SensitiveTermAdmin(AuditedAdmin):
         return TemplateResponse(request, "admin/kb/sensitiveterm/import.html", context)
 
 
-class AnswerSentenceInline(admin.TabularInline):
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class AnswerSentenceInline(ReadOnlyInline):
     model = AnswerSentence
     fields = ["ordinal", "text", "verdict", "support", "problems", "shown"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
-class CitationInline(admin.TabularInline):
+class CitationInline(ReadOnlyInline):
     model = Citation
     fields = ["number", "title", "page", "document", "char_start", "char_end"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Answer)

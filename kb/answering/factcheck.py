@@ -79,8 +79,12 @@ def _support(sentences: list[DraftSentence], sources: list[Source]) -> np.ndarra
     """P(supported) of each sentence by each source: the best over the whole excerpt and each window of
     PREMISE_SENTENCES consecutive sentences of it. The model reads 192 word pieces, so a long excerpt
     loses its end; and a claim it aligns with one passage sentence is judged on that sentence, not
-    diluted by the rest."""
-    premises = [_premises(source.text) for source in sources]
+    diluted by the rest.
+
+    Each premise starts with the source's title: a passage need not repeat what its document is about
+    ("Respiratory viruses in Ilorin, Nigeria"), and the model counts any word of the claim it cannot
+    match against the claim."""
+    premises = [[f"{source.title}. {text}" for text in _premises(source.text)] for source in sources]
     pairs, owners = [], []
     for row, sentence in enumerate(sentences):
         for column, texts in enumerate(premises):

@@ -45,4 +45,6 @@ def test_attribution_phrases_become_markers_and_leave_the_sentence():
         ("It was granted in 1700.", []),
     ]
     chinese = read_answer("根据资料1，员工可以结转五天年假。", valid_numbers={1, 2})
-    assert [(sentence.text, sentence.marked) for sentence in chinese.sentences] == [("员工可以结转五天年假。", [1])]
+    assert [(sentence.text, sentence.marked) for sentence in chinese.sentences] == [
+        ("员工可以结转五天年假。", [1])
+    ]

@@ -6,7 +6,7 @@ from kb.answering.citations import DraftSentence
 from kb.answering.consistency import unsupported_details
 from kb.answering.factcheck import check_sentences
 from kb.answering.sources import Source
-from kb.models import AnswerSentence, Chunk
+from kb.models import AnswerSentence, Chunk, Document, DocumentVersion
 
 Verdict = AnswerSentence.Verdict
 
@@ -15,7 +15,10 @@ BONUS = "Annual bonuses are paid in March 2026 to every employee who joined befo
 
 
 def source(number: int, text: str) -> Source:
-    return Source(number, Chunk(text=text, char_start=0, char_end=len(text)), 0, len(text), text)
+    version = DocumentVersion(document=Document(title="Staff handbook"))
+    return Source(
+        number, Chunk(version=version, text=text, char_start=0, char_end=len(text)), 0, len(text), text
+    )
 
 
 @pytest.fixture(scope="module")
