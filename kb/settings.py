@@ -182,6 +182,9 @@ KB_ANSWER_MAX_CITATIONS_PER_SENTENCE = int(os.environ.get("KB_ANSWER_MAX_CITATIO
 # shared/eval/dev (README, Performance): the entailment model's own threshold (0.895, chosen on the
 # fact-check claims) refused most correct answers, whose sentences paraphrase rather than copy.
 KB_FACTCHECK_THRESHOLD = float(os.environ.get("KB_FACTCHECK_THRESHOLD", "0.5"))
+# Share of the question's search terms a source (with its title) must hold to back an answer
+# sentence; chosen on dev answers (README, Performance): below it, a "supported" answer was mostly wrong.
+KB_FACTCHECK_MIN_QUESTION_COVERAGE = float(os.environ.get("KB_FACTCHECK_MIN_QUESTION_COVERAGE", "0.3"))
 # Cosine similarity (retrieval embeddings) from which an unbacked sentence counts as "unsupported"
 # (a source is about it) rather than "no citation".
 KB_FACTCHECK_RELATED_SIMILARITY = float(os.environ.get("KB_FACTCHECK_RELATED_SIMILARITY", "0.5"))

@@ -140,6 +140,7 @@ def _cache_key(query: str, scopes: list[int]) -> str:
             settings.KB_ANSWER_MAX_TOKENS,
             settings.KB_ANSWER_POLICY,
             settings.KB_FACTCHECK_THRESHOLD,
+            settings.KB_FACTCHECK_MIN_QUESTION_COVERAGE,
         ],
         "sensitive_terms": terms_version(),
     }

@@ -67,3 +67,12 @@ def test_numbers_and_names_must_appear_in_the_evidence():
         "'Maria Schmidt' is in no cited source"
     ]
     assert unsupported_details("员工可以结转5天年假。", "员工可以结转5天年假") == []
+
+
+def test_a_source_about_something_else_than_the_question_backs_nothing(sources):
+    [checked] = check_sentences(
+        [DraftSentence("Annual bonuses are paid in March 2026.", marked=[2])],
+        sources,
+        question="Who approves expense reports?",
+    )
+    assert checked.verdict == Verdict.UNSUPPORTED and checked.citations == []
