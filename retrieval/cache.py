@@ -53,9 +53,11 @@ def put(key: str, value) -> None:
     cache.set(key, value, timeout=RESULT_SECONDS)
 
 
-def clear(kind: str) -> None:
-    """Forget every cached value of `kind` ("result", "answer"), e.g. before a benchmark."""
+def clear(kind: str | None = None) -> None:
+    """Forget every cached value of `kind` ("result", "answer"), e.g. before a benchmark; without a
+    kind, everything retrieval keeps in the cache, scope versions included."""
     client = cache._cache.get_client(write=True)
-    keys = list(client.scan_iter(match=cache.make_key(f"retrieval:{kind}:*")))
+    pattern = f"retrieval:{kind}:*" if kind else "retrieval:*"
+    keys = list(client.scan_iter(match=cache.make_key(pattern)))
     if keys:
         client.delete(*keys)

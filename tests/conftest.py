@@ -131,11 +131,9 @@ def fresh_search_cache(request):
     from django.core.cache import cache
 
     from kb.services.sensitive_terms import VERSION_KEY
+    from retrieval import cache as retrieval_cache
 
-    client = cache._cache.get_client(write=True)
-    keys = list(client.scan_iter(match=cache.make_key("retrieval:*")))
-    if keys:
-        client.delete(*keys)
+    retrieval_cache.clear()
     cache.delete(VERSION_KEY)
 
 

@@ -19,7 +19,6 @@ from inference.factcheck.entailment import EntailmentModel
 from kb.answering.citations import DraftSentence
 from kb.answering.consistency import unsupported_details
 from kb.answering.sources import Source
-from kb.ingestion.sentences import split_sentences
 from kb.models import AnswerSentence
 from retrieval.embedding import embed_passages
 from retrieval.tokenizer import search_tokens
@@ -56,8 +55,9 @@ def check_sentences(
         [sentence.text for sentence in sentences], [source.text for source in sources]
     )
     threshold = settings.KB_FACTCHECK_THRESHOLD
+    wanted = set(search_tokens(question))
     on_topic = [
-        _question_coverage(question, source) >= settings.KB_FACTCHECK_MIN_QUESTION_COVERAGE
+        _question_coverage(wanted, source) >= settings.KB_FACTCHECK_MIN_QUESTION_COVERAGE
         for source in sources
     ]
     checked = []
@@ -83,12 +83,11 @@ def check_sentences(
     return checked
 
 
-def _question_coverage(question: str, source: Source) -> float:
-    """The share of the question's search terms that the source (with its title) contains. A source
-    holding few of them is about something else: an answer it "supports" is most often a wrong one
-    (on dev, the cited sources of correct answers held 0.33-1.0 of the terms, those of answers to
-    unanswerable questions 0.17-0.33)."""
-    wanted = set(search_tokens(question))
+def _question_coverage(wanted: set[str], source: Source) -> float:
+    """The share of the question's search terms (`wanted`) that the source (with its title) contains.
+    A source holding few of them is about something else: an answer it "supports" is most often a
+    wrong one (on dev, the cited sources of correct answers held 0.33-1.0 of the terms, those of
+    answers to unanswerable questions 0.17-0.33)."""
     if not wanted:
         return 1.0
     return len(wanted.intersection(search_tokens(f"{source.title} {source.text}"))) / len(wanted)
@@ -103,7 +102,7 @@ def _support(sentences: list[DraftSentence], sources: list[Source]) -> np.ndarra
     Each premise starts with the source's title: a passage need not repeat what its document is about
     ("Respiratory viruses in Ilorin, Nigeria"), and the model counts any word of the claim it cannot
     match against the claim."""
-    premises = [[f"{source.title}. {text}" for text in _premises(source.text)] for source in sources]
+    premises = [[f"{source.title}. {text}" for text in _premises(source)] for source in sources]
     pairs, owners = [], []
     for row, sentence in enumerate(sentences):
         for column, texts in enumerate(premises):
@@ -117,17 +116,16 @@ def _support(sentences: list[DraftSentence], sources: list[Source]) -> np.ndarra
     return probabilities
 
 
-def _premises(text: str) -> list[str]:
-    spans = [(sentence.start, sentence.end) for sentence in split_sentences(text)]
-    windows = (
-        [
-            text[spans[index][0] : spans[min(index + PREMISE_SENTENCES, len(spans)) - 1][1]]
-            for index in range(max(1, len(spans) - PREMISE_SENTENCES + 1))
-        ]
-        if len(spans) > PREMISE_SENTENCES
-        else []
-    )
-    return [text, *windows]
+def _premises(source: Source) -> list[str]:
+    """The excerpt, and each window of PREMISE_SENTENCES consecutive sentences when it has more."""
+    spans = source.sentences
+    if len(spans) <= PREMISE_SENTENCES:
+        return [source.text]
+    windows = [
+        source.text[spans[index][0] : spans[index + PREMISE_SENTENCES - 1][1]]
+        for index in range(len(spans) - PREMISE_SENTENCES + 1)
+    ]
+    return [source.text, *windows]
 
 
 def _similarities(sentences: list[str], passages: list[str]) -> np.ndarray:

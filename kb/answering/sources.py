@@ -16,13 +16,15 @@ from retrieval.tokenizer import search_tokens
 
 @dataclass(frozen=True)
 class Source:
-    """Excerpt `text` = the version's parsed_text[char_start:char_end], inside `chunk`."""
+    """Excerpt `text` = the version's parsed_text[char_start:char_end], inside `chunk`; `sentences` are
+    its sentences as (start, end) spans of `text`, found once here for the fact-check to reuse."""
 
     number: int
     chunk: Chunk
     char_start: int
     char_end: int
     text: str
+    sentences: tuple[tuple[int, int], ...] = ()
 
     @property
     def title(self) -> str:
@@ -59,11 +61,12 @@ def _term_weights(question: str, sentences: list[set[str]]) -> dict[str, float]:
 
 def excerpt(
     chunk: Chunk, sentences: list[tuple[int, int, set[str]]], weights: dict[str, float], *, max_chars: int
-) -> tuple[int, int, str]:
-    """(start, end, text) in the version's parsed text: the best sentence of the chunk, widened by
-    its neighbours, the better of the two sides first, while the span stays within `max_chars`."""
+) -> tuple[int, int, str, tuple[tuple[int, int], ...]]:
+    """(start, end, text, sentence spans of text) in the version's parsed text: the best sentence of
+    the chunk, widened by its neighbours, the better of the two sides first, while the span stays
+    within `max_chars`."""
     if len(chunk.text) <= max_chars:
-        return chunk.char_start, chunk.char_end, chunk.text
+        return chunk.char_start, chunk.char_end, chunk.text, tuple((a, b) for a, b, _ in sentences)
     scores = [sum(weights.get(token, 0.0) for token in tokens) for _, _, tokens in sentences]
     first = last = max(range(len(sentences)), key=lambda index: (scores[index], -index))
     while True:
@@ -81,4 +84,5 @@ def excerpt(
     start, end = sentences[first][0], sentences[last][1]
     if end - start > max_chars:  # one sentence longer than the budget: keep its beginning
         end = start + max_chars
-    return chunk.char_start + start, chunk.char_start + end, chunk.text[start:end]
+    spans = tuple((a - start, min(b, end) - start) for a, b, _ in sentences[first : last + 1])
+    return chunk.char_start + start, chunk.char_start + end, chunk.text[start:end], spans

@@ -176,8 +176,8 @@ def _summary(rows: list[dict]) -> dict:
         "refusal_rate_unanswerable": _mean([float(row["refused"]) for row in unanswerable]),
         "false_refusal_rate_answerable": _mean([float(row["refused"]) for row in answerable]),
         "factcheck_agreement": _mean([float(agrees) for agrees in agreements]),
-        "latency_ms": _percentiles(latencies),
-        "first_token_ms": _percentiles(first_tokens),
+        "latency_ms": latency_percentiles(latencies),
+        "first_token_ms": latency_percentiles(first_tokens),
     }
 
 
@@ -185,7 +185,8 @@ def _mean(values: Sequence[float]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-def _percentiles(values: Sequence[float]) -> dict:
+def latency_percentiles(values: Sequence[float]) -> dict:
+    """p50 and p95 of latencies in ms, rounded to whole ms (None for no values)."""
     if not values:
         return {"p50": None, "p95": None}
     return {"p50": round(float(np.percentile(values, 50))), "p95": round(float(np.percentile(values, 95)))}

@@ -174,7 +174,7 @@ ZIPF_EXPONENT = 1.0
 def bench_answer_cache(*, docs: Path, questions: Path, asks: int, seed: int = 7) -> dict:
     """The frequent-question cache under a Zipf-distributed stream of `asks` dev questions: the hit
     rate, and answer latency with and without a hit. Needs the engine (ENGINE_URL)."""
-    from kb.services.answer_evaluation import evaluation_reader
+    from kb.services.answer_evaluation import evaluation_reader, latency_percentiles
     from kb.services.answers import ask
     from kb.services.evaluation import default_collection_name, ingest_folder, load_questions
 
@@ -196,16 +196,6 @@ def bench_answer_cache(*, docs: Path, questions: Path, asks: int, seed: int = 7)
         "best_possible_hit_rate": round(1 - len(set(stream)) / asks, 4),
         "zipf_exponent": ZIPF_EXPONENT,
         "hit_rate": round(len(latencies[True]) / asks, 4),
-        "latency_ms_hit": _percentiles(latencies[True]),
-        "latency_ms_miss": _percentiles(latencies[False]),
-    }
-
-
-def _percentiles(values: list[int]) -> dict:
-    if not values:
-        return {"p50": None, "p95": None}
-    ordered = sorted(values)
-    return {
-        "p50": ordered[len(ordered) // 2],
-        "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
+        "latency_ms_hit": latency_percentiles(latencies[True]),
+        "latency_ms_miss": latency_percentiles(latencies[False]),
     }
