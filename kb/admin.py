@@ -5,15 +5,18 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 
 from kb.answering.sensitive_terms import Term
 from kb.forms import UploadForm
 from kb.models import (
     Answer,
     AnswerSentence,
+    ApiToken,
     AuditEvent,
     Chunk,
     Citation,
@@ -23,10 +26,16 @@ from kb.models import (
     Question,
     SensitiveTerm,
 )
-from kb.selectors import can_curate
+from kb.selectors import can_curate, curated_collections
 from kb.services import audit
-from kb.services.ingestion import UploadRejected, upload_document
+from kb.services.audit import audit_csv_rows
+from kb.services.documents import set_hidden
+from kb.services.ingestion import UploadRejected, reindex_document, upload_document
 from kb.services.sensitive_terms import TermImportError, import_terms_csv
+from kb.services.tokens import assign_new_key
+
+admin.site.site_header = admin.site.site_title = "Knowledge base console"
+admin.site.index_title = "Curation"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -59,8 +68,75 @@ class AuditedAdmin(admin.ModelAdmin):
         return super().log_deletions(request, queryset)
 
 
+class SuperuserWrites:
+    """Rows whose changes could widen someone's access: changed by administrators only."""
+
+    def has_add_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+
+class SuperuserOnly:
+    """For what could widen someone's access or show who did what: administrators only."""
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+
+class CuratedAdmin(AuditedAdmin):
+    """Curators work in the console on the collections they curate and what is in them, and see
+    nothing else; administrators see everything. `collection` is the lookup from a row to its
+    collection. Who reads or curates a collection is for administrators alone to change."""
+
+    collection = "collection"
+
+    def _curated_collections(self, request):
+        return curated_collections(request.user)
+
+    def get_queryset(self, request):
+        rows = super().get_queryset(request)
+        if request.user.is_superuser:
+            return rows
+        return rows.filter(**{f"{self.collection}__in": self._curated_collections(request)})
+
+    def has_module_permission(self, request):
+        user = request.user
+        return user.is_active and (
+            user.is_superuser or user.is_staff and self._curated_collections(request).exists()
+        )
+
+    def has_view_permission(self, request, obj=None):
+        if not self.has_module_permission(request):
+            return False
+        return obj is None or self.get_queryset(request).filter(pk=obj.pk).exists()
+
+    def has_change_permission(self, request, obj=None):
+        return self.has_view_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self.has_view_permission(request, obj)
+
+    def has_add_permission(self, request):
+        return False  # documents come from uploads, collections from administrators
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.related_model is Collection:
+            # A document moves only between collections its curator curates.
+            kwargs["queryset"] = self._curated_collections(request)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
 @admin.register(Collection)
-class CollectionAdmin(AuditedAdmin):
+class CollectionAdmin(SuperuserWrites, CuratedAdmin):
+    collection = "pk"
     list_display = ["name", "created_at"]
     search_fields = ["name", "description"]
     filter_horizontal = ["reader_groups", "curator_groups"]
@@ -73,33 +149,39 @@ class CollectionAdmin(AuditedAdmin):
 
     def get_urls(self):
         upload = self.admin_site.admin_view(self.upload_view)
-        return [path("<int:pk>/upload/", upload, name="kb_collection_upload"), *super().get_urls()]
+        jobs = self.admin_site.admin_view(self.jobs_view)
+        return [
+            path("<int:pk>/upload/", upload, name="kb_collection_upload"),
+            path("<int:pk>/jobs/", jobs, name="kb_collection_jobs"),
+            *super().get_urls(),
+        ]
 
-    def upload_view(self, request, pk):
-        """Several files at once into this collection; each becomes an ingestion job."""
+    def _curated(self, request, pk) -> Collection:
         collection = get_object_or_404(Collection, pk=pk)
         if not can_curate(request.user, collection):
             raise PermissionDenied
+        return collection
+
+    def upload_view(self, request, pk):
+        """Several files at once into this collection; each becomes an ingestion job. The page's
+        script sends files one by one (Accept: application/json) and follows their jobs live."""
+        collection = self._curated(request, pk)
         form = UploadForm(request.POST or None, request.FILES or None)
+        wants_json = "application/json" in request.headers.get("Accept", "")
         if request.method == "POST" and form.is_valid():
-            queued, unchanged = 0, 0
-            for file in form.cleaned_data["files"]:
-                try:
-                    result = upload_document(
-                        collection=collection,
-                        name=file.name,
-                        content=file,
-                        user=request.user,
-                        request=request,
-                    )
-                except UploadRejected as error:
-                    messages.error(request, f"{file.name}: {error}")
-                    continue
-                queued += result.created
-                unchanged += not result.created
+            results = [self._upload(request, collection, file) for file in form.cleaned_data["files"]]
+            if wants_json:
+                return JsonResponse({"results": results})
+            for result in results:
+                if result["error"]:
+                    messages.error(request, f"{result['name']}: {result['error']}")
+            queued = sum(1 for result in results if result["created"])
+            unchanged = sum(1 for result in results if result["job"] and not result["created"])
             messages.success(request, f"{queued} file(s) queued for ingestion, {unchanged} unchanged.")
             changelist = reverse("admin:kb_documentversion_changelist")
             return redirect(f"{changelist}?document__collection__id__exact={collection.pk}")
+        if request.method == "POST" and wants_json:
+            return JsonResponse({"error": " ".join(form.errors.get("files", ["no file"]))}, status=400)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -108,6 +190,33 @@ class CollectionAdmin(AuditedAdmin):
             "title": f"Upload documents to {collection}",
         }
         return TemplateResponse(request, "admin/kb/collection/upload.html", context)
+
+    @staticmethod
+    def _upload(request, collection, file) -> dict:
+        try:
+            result = upload_document(
+                collection=collection, name=file.name, content=file, user=request.user, request=request
+            )
+        except UploadRejected as error:
+            return {"name": file.name, "job": None, "created": False, "error": str(error)}
+        return {"name": file.name, "job": result.version.pk, "created": result.created, "error": ""}
+
+    def jobs_view(self, request, pk):
+        """State and progress of this collection's jobs named in ?ids=1,2,3, for the upload page."""
+        collection = self._curated(request, pk)
+        ids = [int(part) for part in request.GET.get("ids", "").split(",") if part.isdigit()][:500]
+        versions = DocumentVersion.objects.filter(document__collection=collection, pk__in=ids)
+        jobs = {
+            version.pk: {
+                "state": version.job_state,
+                "label": version.get_job_state_display(),
+                "chunks_done": version.chunks_done,
+                "chunks_total": version.chunks_total,
+                "error": version.error,
+            }
+            for version in versions
+        }
+        return JsonResponse({"jobs": jobs})
 
 
 class DocumentVersionInline(admin.TabularInline):
@@ -131,38 +240,103 @@ class DocumentVersionInline(admin.TabularInline):
 
 
 @admin.register(Document)
-class DocumentAdmin(AuditedAdmin):
-    list_display = ["title", "collection", "status", "updated_at"]
-    list_filter = ["status", "collection"]
+class DocumentAdmin(CuratedAdmin):
+    list_display = ["title", "collection", "status", "hidden", "chunk_browser", "updated_at"]
+    list_filter = ["status", "hidden", ("collection", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["title", "source"]
-    readonly_fields = ["current_version", "created_by", "created_at", "updated_at"]
-    inlines = [DocumentVersionInline]
+    readonly_fields = ["current_version", "hidden", "chunk_browser", "created_by", "created_at", "updated_at"]
+    inlines = [DocumentVersionInline]  # the version history, each with its job
+    actions = ["reindex", "hide", "show"]
+
+    @admin.display(description="Chunks")
+    def chunk_browser(self, document):
+        url = reverse("admin:kb_chunk_changelist") + f"?version__document__id__exact={document.pk}"
+        return format_html(
+            '<a href="{}">{} chunks</a>', url, Chunk.objects.filter(version__document=document).count()
+        )
+
+    def _allowed(self, request, queryset):
+        allowed = [document for document in queryset if can_curate(request.user, document.collection)]
+        if len(allowed) < len(queryset):
+            messages.warning(
+                request, f"{len(queryset) - len(allowed)} document(s) skipped: you do not curate them."
+            )
+        return allowed
+
+    @admin.action(description="Re-index the selected documents (parse, chunk and embed again)")
+    def reindex(self, request, queryset):
+        for document in self._allowed(request, queryset):
+            try:
+                reindex_document(document, user=request.user, request=request)
+            except UploadRejected as error:
+                messages.error(request, f"{document}: {error}")
+        messages.success(
+            request, "Re-indexing queued; searches use the current chunks until the new ones are in."
+        )
+
+    @admin.action(description="Hide the selected documents from every search and answer")
+    def hide(self, request, queryset):
+        for document in self._allowed(request, queryset):
+            set_hidden(document, True, user=request.user, request=request)
+
+    @admin.action(description="Show the selected hidden documents again")
+    def show(self, request, queryset):
+        for document in self._allowed(request, queryset):
+            set_hidden(document, False, user=request.user, request=request)
 
 
 @admin.register(DocumentVersion)
-class DocumentVersionAdmin(AuditedAdmin):
+class DocumentVersionAdmin(CuratedAdmin):
     """Versions are immutable uploads: viewable here, created only by ingestion."""
 
     list_display = ["document", "number", "job_state", "chunks_done", "chunks_total", "error", "updated_at"]
-    list_filter = ["job_state", "document__collection"]
+    collection = "document__collection"
+    list_filter = ["job_state", ("document__collection", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["document__title", "original_name", "sha256"]
-
-    def has_add_permission(self, request):
-        return False
 
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # a version goes with its document, never alone
+
 
 @admin.register(Chunk)
-class ChunkAdmin(ReadOnlyAdmin):
-    list_display = ["version", "ordinal", "page", "token_count", "language"]
-    search_fields = ["text"]
+class ChunkAdmin(CuratedAdmin):
+    """The chunk browser: what ingestion made of a document, passage by passage (read-only)."""
+
+    collection = "version__document__collection"
+
+    list_display = ["ordinal", "excerpt", "page", "token_count", "language", "entity_list", "version"]
+    list_filter = ["language", ("version__document__collection", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["text", "version__document__title"]
+    list_select_related = ["version__document"]
     exclude = ["embedding"]
+    ordering = ["version", "ordinal"]
+
+    class Media:
+        css = {"all": ["kb/console.css"]}
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def lookup_allowed(self, lookup, value, request=None):
+        return lookup == "version__document__id__exact" or super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description="Text")
+    def excerpt(self, chunk):
+        return chunk.text[:240] + ("…" if len(chunk.text) > 240 else "")
+
+    @admin.display(description="Entities")
+    def entity_list(self, chunk):
+        return ", ".join(sorted({str(entity.get("text", entity)) for entity in chunk.entities}))[:200]
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
+class AuditEventAdmin(SuperuserOnly, ReadOnlyAdmin):
     """Read-only for everyone and visible to administrators only."""
 
     list_display = [
@@ -176,12 +350,40 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_filter = ["action", "object_type"]
     search_fields = ["actor_name", "object_repr", "object_id"]
     date_hierarchy = "created_at"
+    change_list_template = "admin/kb/auditevent/change_list.html"
 
-    def has_module_permission(self, request):
-        return request.user.is_active and request.user.is_superuser
+    def get_urls(self):
+        export = self.admin_site.admin_view(self.export_csv)
+        return [path("export.csv", export, name="kb_auditevent_export"), *super().get_urls()]
 
-    def has_view_permission(self, request, obj=None):
-        return request.user.is_active and request.user.is_superuser
+    def export_csv(self, request):
+        """The events the list shows (same filters, search and dates), every page, as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        events = self.get_changelist_instance(request).get_queryset(request)
+        response = StreamingHttpResponse(
+            audit_csv_rows(events.iterator(chunk_size=2000)), content_type="text/csv"
+        )
+        response["Content-Disposition"] = 'attachment; filename="audit-log.csv"'
+        return response
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(SuperuserOnly, SuperuserWrites, AuditedAdmin):
+    """REST API tokens. The key is shown once, after the token is created; deleting revokes it."""
+
+    list_display = ["name", "user", "prefix", "read_only", "created_at", "last_used_at"]
+    list_filter = ["read_only"]
+    search_fields = ["name", "user__username", "prefix"]
+    fields = ["user", "name", "read_only", "collections", "prefix", "created_at", "last_used_at"]
+    readonly_fields = ["prefix", "created_at", "last_used_at"]
+    filter_horizontal = ["collections"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            key = assign_new_key(obj)
+            messages.warning(request, f"The token's key, shown only now — copy it: {key}")
+        super().save_model(request, obj, form, change)
 
 
 # Users and groups decide who may read what, so their changes are audited too.

@@ -20,4 +20,7 @@ class MultipleFileField(forms.FileField):
 
 
 class UploadForm(forms.Form):
-    files = MultipleFileField(help_text="PDF, Word, PowerPoint, Excel, HTML, Markdown or text files.")
+    # Empty files pass here so that ingestion refuses them with its own reason, as for the API.
+    files = MultipleFileField(
+        allow_empty_file=True, help_text="PDF, Word, PowerPoint, Excel, HTML, Markdown or text files."
+    )

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 from pgvector.django import VectorField
 
 
@@ -37,6 +38,8 @@ class Document(models.Model):
     title = models.CharField(max_length=500)
     source = models.CharField(max_length=1000, blank=True, help_text="Original file name or URL.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PROCESSING)
+    # Hidden by a reviewer: kept, but out of every search and answer until shown again.
+    hidden = models.BooleanField(default=False)
     # Set in the same transaction that makes a new version searchable (the atomic swap).
     current_version = models.ForeignKey(
         "DocumentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -178,10 +181,10 @@ class Answer(models.Model):
     frequent-question cache), so who asked lives on Question."""
 
     class Outcome(models.TextChoices):
-        ANSWERED = "answered", "Answered"
-        NOT_FOUND = "not_found", "Not found in the documents"
-        BLOCKED = "blocked", "Blocked by a safety rule"
-        ENGINE_UNAVAILABLE = "engine_unavailable", "Engine unavailable: sources only"
+        ANSWERED = "answered", _("Answered")
+        NOT_FOUND = "not_found", _("Not found in the documents")
+        BLOCKED = "blocked", _("Blocked by a safety rule")
+        ENGINE_UNAVAILABLE = "engine_unavailable", _("Engine unavailable: sources only")
 
     outcome = models.CharField(max_length=20, choices=Outcome.choices)
     text = models.TextField(blank=True, help_text="The answer as shown, with its [n] markers.")
@@ -192,6 +195,8 @@ class Answer(models.Model):
     invalid_markers = models.PositiveIntegerField(default=0)
     first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     generation_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Pieces the engine streamed (one token each from our engine), for the decoding speed.
+    generated_tokens = models.PositiveIntegerField(default=0)
     # Safety findings, refusal reasons and the closest sources of a refusal, for the console.
     detail = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -231,9 +236,9 @@ class AnswerSentence(models.Model):
     """One sentence of an answer with the fact-check verdict on it."""
 
     class Verdict(models.TextChoices):
-        SUPPORTED = "supported", "Supported"
-        UNSUPPORTED = "unsupported", "Unsupported"
-        NO_CITATION = "no_citation", "No citation"
+        SUPPORTED = "supported", _("Supported")
+        UNSUPPORTED = "unsupported", _("Unsupported")
+        NO_CITATION = "no_citation", _("No citation")
 
     answer = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="sentences")
     ordinal = models.PositiveIntegerField()
@@ -271,3 +276,115 @@ class Question(models.Model):
 
     def __str__(self):
         return self.text[:80]
+
+
+class Feedback(models.Model):
+    """A user's thumbs up or down on the answer to their question, with an optional comment."""
+
+    class Rating(models.TextChoices):
+        UP = "up", "Helpful"
+        DOWN = "down", "Not helpful"
+
+    question = models.OneToOneField(Question, on_delete=models.CASCADE, related_name="feedback")
+    rating = models.CharField(max_length=10, choices=Rating.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self):
+        return f"{self.get_rating_display()}: {self.question}"
+
+
+class ApiToken(models.Model):
+    """A key for the REST API. It acts as its user, optionally read-only or limited to some of the
+    collections the user may read. Only a hash is stored: the key is shown once, when created."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=200, help_text="What the token is for, e.g. the app using it.")
+    # The key's first characters, so people can tell their tokens apart without the key.
+    prefix = models.CharField(max_length=12, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    read_only = models.BooleanField(default=False, help_text="Search and ask only; no uploads or deletions.")
+    collections = models.ManyToManyField(
+        Collection, blank=True, related_name="+", help_text="Empty: every collection the user may read."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["user", "name"]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+
+class AskBatch(models.Model):
+    """Many questions submitted at once through the API, answered one by one by the worker."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # Names of the collections to answer from; null: all the user may read when each is answered.
+    collections = models.JSONField(null=True, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    total = models.PositiveIntegerField()
+    done = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "ask batches"
+
+    def __str__(self):
+        return f"Batch {self.pk}: {self.done}/{self.total}"
+
+
+class AskBatchItem(models.Model):
+    """One question of a batch; `question` is set once it is answered, `error` when it cannot be."""
+
+    batch = models.ForeignKey(AskBatch, on_delete=models.CASCADE, related_name="items")
+    ordinal = models.PositiveIntegerField()
+    text = models.TextField()
+    question = models.ForeignKey(Question, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["batch", "ordinal"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "ordinal"], name="unique_batch_item_ordinal"),
+        ]
+
+    def __str__(self):
+        return self.text[:80]
+
+
+class Review(models.Model):
+    """A curator's verdict on an answer from the review queue (unsupported sentences or negative
+    feedback): correct as it stands, or corrected with the right answer."""
+
+    class Verdict(models.TextChoices):
+        CORRECT = "correct", _("Correct")
+        CORRECTED = "corrected", _("Corrected")
+
+    answer = models.OneToOneField(Answer, on_delete=models.CASCADE, related_name="review")
+    verdict = models.CharField(max_length=20, choices=Verdict.choices)
+    corrected_text = models.TextField(
+        blank=True, help_text="The right answer, shown to whoever got this one."
+    )
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-reviewed_at"]
+
+    def __str__(self):
+        return f"{self.get_verdict_display()}: {self.answer}"

@@ -1,8 +1,9 @@
 """Read-side queries shared by search, answers, the API and the console."""
 
 from django.db.models import F, Max, Min, Q, QuerySet
+from django.db.models.functions import Substr
 
-from kb.models import Chunk, Collection
+from kb.models import Chunk, Citation, Collection, Document, DocumentVersion, Question
 
 
 def current_chunks() -> QuerySet[Chunk]:
@@ -21,6 +22,15 @@ def can_curate(user, collection) -> bool:
     if user.is_superuser:
         return True
     return collection.curator_groups.filter(pk__in=user.groups.values("pk")).exists()
+
+
+def curated_collections(user) -> QuerySet[Collection]:
+    """Collections the user curates: superusers all; others those a group of theirs curates."""
+    if user is None or not user.is_active:
+        return Collection.objects.none()
+    if user.is_superuser:
+        return Collection.objects.all()
+    return Collection.objects.filter(curator_groups__in=user.groups.values("pk")).distinct()
 
 
 def readable_collections(user) -> QuerySet[Collection]:
@@ -44,3 +54,39 @@ def context_window(chunk: Chunk, neighbours: int = 1) -> tuple[int, int, str]:
     ).aggregate(start=Min("char_start"), end=Max("char_end"))
     start, end = around["start"], around["end"]
     return start, end, chunk.version.parsed_text[start:end]
+
+
+def visible_documents(user) -> QuerySet[Document]:
+    """Documents in the collections the user may read."""
+    return Document.objects.filter(collection__in=readable_collections(user))
+
+
+def own_questions(user) -> QuerySet[Question]:
+    """The user's own questions, newest first: nobody else's history is ever listed."""
+    return Question.objects.filter(user=user).select_related("answer", "feedback")
+
+
+def visible_citations(user) -> QuerySet[Citation]:
+    """Citations of answers the user was given, from collections they may still read, each with
+    its cited passage (cut in SQL, so a long document's text is never loaded for it)."""
+    return (
+        Citation.objects.filter(
+            answer__questions__user=user, collection__in=readable_collections(user), version__isnull=False
+        )
+        .distinct()
+        .annotate(
+            passage=Substr("version__parsed_text", F("char_start") + 1, F("char_end") - F("char_start"))
+        )
+    )
+
+
+def passage_in_context(citation: Citation, chars: int) -> tuple[str, str, str]:
+    """The cited passage with up to `chars` characters of its document before and after it, cut in
+    SQL from the cited version's parsed text."""
+    start = max(0, citation.char_start - chars)
+    cut = DocumentVersion.objects.filter(pk=citation.version_id).annotate(
+        around=Substr("parsed_text", start + 1, citation.char_end + chars - start)
+    )
+    around = cut.values_list("around", flat=True).first() or ""
+    split_at, end_at = citation.char_start - start, citation.char_end - start
+    return around[:split_at], around[split_at:end_at], around[end_at:]

@@ -36,11 +36,11 @@ def unindex_deleted_document(sender, instance, **kwargs):
 @receiver(pre_save, sender=Document)
 def rescope_moved_document(sender, instance, **kwargs):
     """A document moved to another collection is searched with that collection's readers, and
-    counted in its statistics, from the same transaction on."""
+    counted in its statistics, from the same transaction on (a hidden one stays hidden)."""
     if instance.pk is None:
         return
     before = Document.objects.filter(pk=instance.pk).values_list("collection_id", flat=True).first()
-    if before is not None and before != instance.collection_id:
+    if before is not None and before != instance.collection_id and not instance.hidden:
         index.move_passages(
             Chunk.objects.filter(version__document=instance).values_list("id", flat=True),
             instance.collection_id,

@@ -11,7 +11,7 @@ from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from kb.services import ingestion
+from kb.services import batches, ingestion
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,12 @@ logger = logging.getLogger(__name__)
 )
 def ingest_version(version_id: int) -> None:
     ingestion.process_version(version_id)
+
+
+# Each question stores its own answer; a retried or resumed batch skips the answered ones.
+@shared_task(autoretry_for=(DatabaseError,), retry_backoff=True, retry_backoff_max=60, max_retries=10)
+def answer_batch(batch_id: int) -> None:
+    batches.answer_batch(batch_id)
 
 
 @worker_process_init.connect

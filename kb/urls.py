@@ -1,11 +1,23 @@
 from django.contrib import admin
-from django.urls import path
-from django.views.generic import RedirectView
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
 
-from kb import views
+from kb import console, views
 
 urlpatterns = [
+    path("", views.ask_page, name="ask"),
+    path("questions/<int:question_id>", views.ask_page, name="question"),
+    path("questions/<int:question_id>/feedback", views.feedback, name="feedback"),
+    path("ask", views.ask_stream, name="ask-stream"),
+    path("citations/<int:citation_id>", views.citation_panel, name="citation"),
+    path("files/<int:version_id>", views.original_file, name="original-file"),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("healthz", views.healthz, name="healthz"),
+    path("admin/dashboard/", admin.site.admin_view(console.dashboard_view), name="dashboard"),
+    path("admin/review/", admin.site.admin_view(console.review_queue_view), name="review-queue"),
+    path("admin/review/<int:answer_id>/", admin.site.admin_view(console.review_view), name="review"),
     path("admin/", admin.site.urls),
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("api/v1/", include("kb.api.urls")),
 ]

@@ -1,10 +1,37 @@
-"""HTTP views of the knowledge base."""
+"""HTTP views of the knowledge base: the staff Q&A pages and the health endpoint.
 
-from django.http import JsonResponse
+The Q&A page streams an answer as server-sent events (kb.streaming) and then swaps in the stored
+answer rendered by the same template that shows it in the history. Every object is looked up
+through the selectors that apply the reader's rights, so what a user may not read is a 404.
+"""
+
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.template.loader import render_to_string
+from django.utils import translation
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
+from kb.models import DocumentVersion, Feedback, Review
+from kb.selectors import (
+    current_chunks,
+    own_questions,
+    passage_in_context,
+    readable_collections,
+    visible_citations,
+)
+from kb.services.answers import ask, normalise_question
+from kb.services.feedback import InvalidFeedback, give_feedback
 from kb.services.health import system_health
+from kb.services.search import search_scopes
+from kb.streaming import answer_stream
+from retrieval.search import InvalidQuery
+
+HISTORY_LENGTH = 30
+# Characters of the document shown around a cited passage in the side panel.
+PASSAGE_CONTEXT = 400
 
 
 @never_cache
@@ -13,3 +40,123 @@ def healthz(request):
     """200 with a report when every part is up, 503 naming what is down. ?deep=1 adds a task round trip."""
     healthy, report = system_health(deep=request.GET.get("deep") == "1")
     return JsonResponse(report, status=200 if healthy else 503)
+
+
+@login_required
+@require_GET
+def ask_page(request, question_id: int | None = None):
+    """The one page of the staff: ask, read the answer with its sources, look back at earlier ones."""
+    question = get_object_or_404(own_questions(request.user), pk=question_id) if question_id else None
+    context = {
+        "collections": readable_collections(request.user).order_by("name"),
+        "history": own_questions(request.user)[:HISTORY_LENGTH],
+        "question": question,
+        **(answer_context(request.user, question) if question else {}),
+    }
+    return render(request, "kb/ask.html", context)
+
+
+@login_required
+@require_POST
+def ask_stream(request):
+    """Answer the posted question as server-sent events: `token`s, then `answer` with its HTML."""
+    chosen = request.POST.getlist("collections")
+    readable = list(readable_collections(request.user).values_list("name", flat=True))
+    # All boxes ticked means "everything I may read", including collections shared with me later.
+    collections = None if set(chosen) >= set(readable) else chosen
+    try:
+        question = normalise_question(request.POST.get("question", ""))
+        if collections == []:
+            raise InvalidQuery(_("Choose at least one collection."))
+        search_scopes(request.user, collections)
+    except InvalidQuery as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    language = translation.get_language()
+    user = request.user
+
+    def payload(asked) -> dict:
+        with translation.override(language):  # the answer is rendered in the answering thread
+            html = render_to_string("kb/_answer.html", answer_context(user, asked), request=request)
+            entry = render_to_string("kb/_history_entry.html", {"entry": asked, "current": True})
+        return {"id": asked.pk, "html": html, "history_entry": entry}
+
+    return answer_stream(
+        lambda on_token: ask(
+            user=user, question=question, collections=collections, on_token=on_token, request=request
+        ),
+        payload,
+    )
+
+
+def answer_context(user, question) -> dict:
+    """What _answer.html shows: the shown sentences with the markers of citations the user may
+    (still) read, the citations as a numbered source list, and the closest passages of a refusal."""
+    answer = question.answer
+    citations = list(
+        visible_citations(user)
+        .filter(answer=answer)
+        .select_related("collection", "version")
+        .order_by("number")
+    )
+    readable = {citation.pk: citation for citation in citations}
+    sentences = [
+        (sentence, [readable[c.pk] for c in sentence.citations.all() if c.pk in readable])
+        for sentence in answer.sentences.filter(shown=True).prefetch_related("citations")
+    ]
+    closest_ids = [source["chunk"] for source in answer.detail.get("closest_sources", [])]
+    closest = (
+        current_chunks()
+        .filter(pk__in=closest_ids, version__document__collection__in=readable_collections(user))
+        .select_related("version__document")
+    )
+    feedback = Feedback.objects.filter(question=question).first()
+    review = Review.objects.filter(answer=answer, verdict=Review.Verdict.CORRECTED).first()
+    return {
+        "review": review,
+        "question": question,
+        "answer": answer,
+        "sentences": sentences,
+        "citations": citations,
+        "closest": closest,
+        "feedback": feedback,
+    }
+
+
+@login_required
+@require_GET
+def citation_panel(request, citation_id: int):
+    """The side panel of one citation: its document, page and the passage highlighted in context."""
+    citation = get_object_or_404(
+        visible_citations(request.user).select_related("collection", "version", "document"), pk=citation_id
+    )
+    before, passage, after = passage_in_context(citation, PASSAGE_CONTEXT)
+    context = {"citation": citation, "before": before, "passage": passage, "after": after}
+    return render(request, "kb/_citation.html", context)
+
+
+@login_required
+@require_GET
+def original_file(request, version_id: int):
+    """The uploaded file of a document version the user may read, as uploaded."""
+    version = get_object_or_404(
+        DocumentVersion.objects.filter(document__collection__in=readable_collections(request.user)),
+        pk=version_id,
+    )
+    try:
+        file = version.file.open("rb")
+    except FileNotFoundError:
+        raise Http404 from None
+    return FileResponse(file, as_attachment=False, filename=version.original_name)
+
+
+@login_required
+@require_POST
+def feedback(request, question_id: int):
+    question = get_object_or_404(own_questions(request.user), pk=question_id)
+    try:
+        given = give_feedback(
+            question=question, rating=request.POST.get("rating", ""), comment=request.POST.get("comment", "")
+        )
+    except InvalidFeedback as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    return render(request, "kb/_feedback.html", {"question": question, "feedback": given})

@@ -4,6 +4,7 @@
 worker never sees test tasks); pytest-django creates the test database on that server.
 """
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -32,6 +33,45 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(command: list[str], url: str, ready_path: str, log_dir, env=None, timeout: float = 60):
+    """Start a server process, wait until `ready_path` answers 200, yield its URL, stop it.
+    Its output goes to a file, not a pipe: nobody reads it while tests run, and a full pipe would
+    block the server; the file is shown when the server does not start."""
+    log_path = log_dir / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                httpx.get(url + ready_path, timeout=2).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    process.wait()
+                    pytest.fail(f"{command[2]} did not start:\n{log_path.read_text()}")
+                time.sleep(0.2)
+        yield url
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """The environment for a process the tests start: this one's, without what only the browser
+    tests set for themselves (tests/web/conftest.py)."""
+    env = {name: value for name, value in os.environ.items() if name != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    return env | extra
+
+
 def database_url(settings_dict: dict) -> str:
     """A DATABASE_URL for the test database, so another process (the worker) uses it too."""
     host = quote(settings_dict["HOST"] or "", safe="")
@@ -55,7 +95,7 @@ class WorkerProcess:
     def __init__(self, hostname: str, pool: str = "solo", **env: str):
         self.hostname = hostname
         self.pool = pool
-        self.env = dict(os.environ, DATABASE_URL=database_url(connection.settings_dict), **env)
+        self.env = child_environment(DATABASE_URL=database_url(connection.settings_dict), **env)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -148,8 +188,6 @@ def admin_user(db):
 
 # Small enough that the tests' caches stay small, large enough for every prompt they use.
 TEST_CONTEXT_TOKENS = 512
-# Loading SmolLM2 takes 2-3 s; the margin is for a loaded CI machine.
-SERVICE_START_SECONDS = 60
 
 
 @pytest.fixture(scope="session")
@@ -163,28 +201,63 @@ def engine_url(smollm2_builds, tmp_path_factory):
 
     Two sequences at a time and one more waiting, so that tests can fill the engine with three streams.
     """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "inference.serve", "--model", SMOLLM2_135M.name, "--port", str(port)]
     command += ["--max-batch", "2", "--max-queue", "1", "--context-length", str(TEST_CONTEXT_TOKENS)]
-    # A file, not a pipe: nobody reads the log while tests run, and a full pipe would block the server.
-    log_path = tmp_path_factory.mktemp("engine") / "serve.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVICE_START_SECONDS
-    while True:
-        try:
-            httpx.get(f"{url}/health", timeout=1.0).raise_for_status()
-            break
-        except httpx.HTTPError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                process.wait()
-                pytest.fail(f"the engine did not start:\n{log_path.read_text()}")
-            time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
-    log.close()
+    with serve(command, f"http://127.0.0.1:{port}", "/health", tmp_path_factory.mktemp("engine")) as url:
+        yield url
+
+
+# Answering settings that fit the test engine's 512-token context (also passed to a test web server).
+SMALL_ANSWER_SETTINGS = {
+    "KB_ENGINE_MODEL": "smollm2-135m-instruct",
+    "KB_ANSWER_SOURCES": 2,
+    "KB_ANSWER_SOURCE_CHARS": 300,
+    "KB_ANSWER_MAX_TOKENS": 48,
+    "KB_SENSITIVE_TERMS_REFRESH_SECONDS": 0,
+}
+
+
+@pytest.fixture
+def engine(settings, engine_url):
+    """The test engine, with answering settings sized for it."""
+    settings.ENGINE_URL = engine_url
+    for name, value in SMALL_ANSWER_SETTINGS.items():
+        setattr(settings, name, value)
+    return engine_url
+
+
+# --- the web server: uvicorn on the test database, as ./run starts it ----------------------------
+# It is a separate process, so tests that use it commit their data (transactional_db).
+
+# Whatever SmolLM2 writes about a passage is backed by it, so pages always have citations to open
+# (the fact-check itself is tested in tests/answering and tests/factcheck).
+LENIENT_FACTCHECK = {"KB_FACTCHECK_THRESHOLD": "0.01"}
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup, django_db_blocker, engine_url, tmp_path_factory):
+    """The application under uvicorn; yields its base URL."""
+    env = child_environment(
+        DATABASE_URL=database_url(connection.settings_dict),
+        ENGINE_URL=engine_url,
+        **{name: str(value) for name, value in SMALL_ANSWER_SETTINGS.items()},
+        **LENIENT_FACTCHECK,
+    )
+    # The pages use hashed static file names, as in production, so collect them as ./run does.
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], env=env, check=True)
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "kb.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with serve(
+        command, f"http://127.0.0.1:{port}", "/accounts/login/", tmp_path_factory.mktemp("web"), env=env
+    ) as url:
+        yield url

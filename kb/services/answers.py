@@ -59,6 +59,7 @@ class Generation:
     text: str
     first_token_ms: int | None
     generation_ms: int
+    tokens: int
 
 
 def ask(
@@ -228,7 +229,7 @@ def _generate(messages: list[dict[str, str]], on_token: Callable[[str], None] | 
                 raise EngineUnavailable(f"the engine did not finish within {settings.KB_ANSWER_TIMEOUT:g} s")
     finally:
         stream.close()  # closes the connection: the engine cancels the rest of the answer
-    return Generation("".join(parts), first_token_ms, _ms_since(started))
+    return Generation("".join(parts), first_token_ms, _ms_since(started), len(parts))
 
 
 def _shown(sentence: CheckedSentence) -> bool:
@@ -285,6 +286,7 @@ def _store(
         invalid_markers=invalid_markers,
         first_token_ms=generation.first_token_ms if generation else None,
         generation_ms=generation.generation_ms if generation else None,
+        generated_tokens=generation.tokens if generation else 0,
         detail=detail or {},
     )
     by_number = {source.number: source for source in sources}

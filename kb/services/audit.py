@@ -1,4 +1,9 @@
-"""Writing the audit trail. Every state change that matters goes through record()."""
+"""Writing the audit trail (every state change that matters goes through record()) and reading it out."""
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
 
 from django.db import models
 
@@ -34,3 +39,39 @@ def record(
         ip_address=client_ip(request),
         detail=detail,
     )
+
+
+CSV_COLUMNS = ["time", "actor", "action", "object_type", "object_id", "object", "ip_address", "detail"]
+# A cell starting with one of these is a formula to a spreadsheet: a document title could be one.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str) -> str:
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def audit_csv_rows(events: Iterable[AuditEvent]) -> Iterator[str]:
+    """CSV lines (header first) of the events, for export; detail as JSON."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def line(values) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow([_cell(value) for value in values])
+        return buffer.getvalue()
+
+    yield line(CSV_COLUMNS)
+    for event in events:
+        yield line(
+            [
+                event.created_at.isoformat(),
+                event.actor_name,
+                event.action,
+                event.object_type,
+                event.object_id,
+                event.object_repr,
+                event.ip_address or "",
+                json.dumps(event.detail, ensure_ascii=False, sort_keys=True),
+            ]
+        )

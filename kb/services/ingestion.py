@@ -33,6 +33,7 @@ from kb.ingestion.errors import ParseError
 from kb.ingestion.parsing import parse_document
 from kb.models import Chunk, Collection, Document, DocumentVersion
 from kb.services import audit
+from kb.services.documents import search_scope
 from retrieval import index
 from retrieval.embedding import count_tokens, embed_passages, token_spans
 
@@ -107,6 +108,29 @@ def upload_document(
         )
         transaction.on_commit(partial(queue_version, version.pk))
     return UploadResult(version, created=True)
+
+
+def reindex_document(document: Document, *, user=None, request=None) -> DocumentVersion:
+    """Parse, chunk and embed the current file again (after a parser or chunking change) as a new
+    version, swapped in like any upload: searches use the old chunks until the new ones are in."""
+    with transaction.atomic():
+        document = Document.objects.select_for_update().get(pk=document.pk)
+        latest = document.versions.order_by("-number").first()
+        source = document.current_version or latest
+        if source is None:
+            raise UploadRejected("the document has no file to index")
+        version = DocumentVersion.objects.create(
+            document=document,
+            number=latest.number + 1,
+            file=source.file.name,
+            original_name=source.original_name,
+            size=source.size,
+            sha256=source.sha256,
+            created_by=user,
+        )
+        audit.record(action="reindex", actor=user, target=document, request=request, version=version.number)
+        transaction.on_commit(partial(queue_version, version.pk))
+    return version
 
 
 def _safe_source_name(name: str) -> str:
@@ -348,7 +372,7 @@ def _swap_in(version: DocumentVersion) -> None:
             index.remove_passages(older.values_list("id", flat=True))
             older.delete()
             index.add_passages(
-                document.collection_id,
+                search_scope(document),
                 (
                     index.NewPassage(
                         id=chunk_id,

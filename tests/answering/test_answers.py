@@ -27,18 +27,6 @@ INJECTED = (
 
 
 @pytest.fixture
-def engine(settings, engine_url):
-    """The test engine; prompts sized for its 512-token context."""
-    settings.ENGINE_URL = engine_url
-    settings.KB_ENGINE_MODEL = "smollm2-135m-instruct"
-    settings.KB_ANSWER_SOURCES = 2
-    settings.KB_ANSWER_SOURCE_CHARS = 300
-    settings.KB_ANSWER_MAX_TOKENS = 48
-    settings.KB_SENSITIVE_TERMS_REFRESH_SECONDS = 0
-    return engine_url
-
-
-@pytest.fixture
 def people():
     hr, finance = Collection.objects.create(name="HR"), Collection.objects.create(name="Finance")
     staff, accountants = Group.objects.create(name="staff"), Group.objects.create(name="accountants")

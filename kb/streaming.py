@@ -1,0 +1,62 @@
+"""An answer as server-sent events: `token` events while the engine writes, then one final event.
+
+The question is answered in a thread of its own, so the event loop keeps serving other requests
+while the engine generates; tokens cross into the loop through an asyncio queue. Under ASGI
+(uvicorn) each event reaches the client as soon as it exists. A client that goes away stops the
+stream, not the answer: it is stored all the same and appears in the asker's history.
+"""
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+
+from django.db import connections
+from django.http import StreamingHttpResponse
+
+from kb.models import Question
+from retrieval.search import InvalidQuery
+
+logger = logging.getLogger(__name__)
+
+Ask = Callable[[Callable[[str], None]], Question]  # called with on_token
+Payload = Callable[[Question], dict]
+
+
+def event(name: str, data: dict) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def answer_stream(ask: Ask, payload: Payload, *, final_event: str = "answer") -> StreamingHttpResponse:
+    response = StreamingHttpResponse(_events(ask, payload, final_event), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # a proxy such as nginx must not hold the events back
+    return response
+
+
+async def _events(ask: Ask, payload: Payload, final_event: str) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+
+    def send(name: str, data: dict) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (name, data))
+
+    def work() -> None:
+        try:
+            question = ask(lambda text: send("token", {"text": text}))
+            send(final_event, payload(question))
+        except InvalidQuery as error:
+            send("error", {"code": "invalid_query", "message": str(error)})
+        except Exception:
+            logger.exception("answering a streamed question failed")
+            send("error", {"code": "internal_error", "message": "the answer could not be completed"})
+        finally:
+            connections.close_all()  # this thread's connections; Django closes its own threads' only
+
+    threading.Thread(target=work, name="answer-stream", daemon=True).start()
+    while True:
+        name, data = await queue.get()
+        yield event(name, data)
+        if name != "token":
+            return
