@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from kb.models import DocumentVersion, Feedback, Review
+from kb.models import AnswerSentence, DocumentVersion, Feedback, Review
 from kb.selectors import (
     current_chunks,
     own_questions,
@@ -112,6 +112,7 @@ def answer_context(user, question) -> dict:
     feedback = Feedback.objects.filter(question=question).first()
     review = Review.objects.filter(answer=answer, verdict=Review.Verdict.CORRECTED).first()
     return {
+        "flagged": any(sentence.verdict != AnswerSentence.Verdict.SUPPORTED for sentence, _ in sentences),
         "review": review,
         "question": question,
         "answer": answer,
