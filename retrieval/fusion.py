@@ -1,8 +1,9 @@
 """Fusing ranked lists from BM25 and dense search into one ranking.
 
 Reciprocal rank fusion needs no score calibration (BM25 scores are unbounded, cosine ones are
-not), so it is the default. The weighted (convex) fusion combines min-max normalised scores and
-can favour one retriever where evaluation shows it is stronger.
+not). The weighted (convex) fusion combines min-max normalised scores and can favour one retriever
+where evaluation shows it is stronger; on shared/eval/dev it did (README, Performance), so
+settings.RETRIEVAL_FUSION defaults to it and RRF is the option.
 """
 
 from collections import defaultdict
