@@ -255,17 +255,9 @@ class DocumentAdmin(CuratedAdmin):
             '<a href="{}">{} chunks</a>', url, Chunk.objects.filter(version__document=document).count()
         )
 
-    def _allowed(self, request, queryset):
-        allowed = [document for document in queryset if can_curate(request.user, document.collection)]
-        if len(allowed) < len(queryset):
-            messages.warning(
-                request, f"{len(queryset) - len(allowed)} document(s) skipped: you do not curate them."
-            )
-        return allowed
-
     @admin.action(description="Re-index the selected documents (parse, chunk and embed again)")
     def reindex(self, request, queryset):
-        for document in self._allowed(request, queryset):
+        for document in queryset:  # get_queryset's: only documents the user curates
             try:
                 reindex_document(document, user=request.user, request=request)
             except UploadRejected as error:
@@ -276,12 +268,12 @@ class DocumentAdmin(CuratedAdmin):
 
     @admin.action(description="Hide the selected documents from every search and answer")
     def hide(self, request, queryset):
-        for document in self._allowed(request, queryset):
+        for document in queryset:
             set_hidden(document, True, user=request.user, request=request)
 
     @admin.action(description="Show the selected hidden documents again")
     def show(self, request, queryset):
-        for document in self._allowed(request, queryset):
+        for document in queryset:
             set_hidden(document, False, user=request.user, request=request)
 
 

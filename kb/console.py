@@ -21,8 +21,7 @@ def dashboard_view(request):
     """Usage, quality and ingestion over the last days, for administrators (it counts every collection)."""
     if not request.user.is_superuser:
         raise PermissionDenied
-    days = int(request.GET.get("days", 30)) if request.GET.get("days", "30").isdigit() else 30
-    days = days if days in DASHBOARD_DAYS else 30
+    days = next((choice for choice in DASHBOARD_DAYS if request.GET.get("days") == str(choice)), 30)
     data = dashboard(days=days)
     charts = [
         ("Questions per day", bar_chart("Questions per day", data.days, data.questions)),

@@ -3,7 +3,7 @@
 from django.db.models import F, Max, Min, Q, QuerySet
 from django.db.models.functions import Substr
 
-from kb.models import Chunk, Citation, Collection, Document, DocumentVersion, Question
+from kb.models import Answer, Chunk, Citation, Collection, DocumentVersion, Feedback, Question, Review
 
 
 def current_chunks() -> QuerySet[Chunk]:
@@ -56,14 +56,22 @@ def context_window(chunk: Chunk, neighbours: int = 1) -> tuple[int, int, str]:
     return start, end, chunk.version.parsed_text[start:end]
 
 
-def visible_documents(user) -> QuerySet[Document]:
-    """Documents in the collections the user may read."""
-    return Document.objects.filter(collection__in=readable_collections(user))
-
-
 def own_questions(user) -> QuerySet[Question]:
     """The user's own questions, newest first: nobody else's history is ever listed."""
     return Question.objects.filter(user=user).select_related("answer", "feedback")
+
+
+def feedback_on(question: Question) -> Feedback | None:
+    """The asker's feedback on the answer (loaded with own_questions' select_related), or None."""
+    try:
+        return question.feedback
+    except Feedback.DoesNotExist:
+        return None
+
+
+def correction_of(answer: Answer) -> Review | None:
+    """A reviewer's corrected answer for it, when there is one."""
+    return Review.objects.filter(answer=answer, verdict=Review.Verdict.CORRECTED).first()
 
 
 def visible_citations(user) -> QuerySet[Citation]:

@@ -14,9 +14,11 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from kb.models import AnswerSentence, DocumentVersion, Feedback, Review
+from kb.models import AnswerSentence, DocumentVersion
 from kb.selectors import (
+    correction_of,
     current_chunks,
+    feedback_on,
     own_questions,
     passage_in_context,
     readable_collections,
@@ -109,17 +111,15 @@ def answer_context(user, question) -> dict:
         .filter(pk__in=closest_ids, version__document__collection__in=readable_collections(user))
         .select_related("version__document")
     )
-    feedback = Feedback.objects.filter(question=question).first()
-    review = Review.objects.filter(answer=answer, verdict=Review.Verdict.CORRECTED).first()
     return {
         "flagged": any(sentence.verdict != AnswerSentence.Verdict.SUPPORTED for sentence, _ in sentences),
-        "review": review,
+        "review": correction_of(answer),
         "question": question,
         "answer": answer,
         "sentences": sentences,
         "citations": citations,
         "closest": closest,
-        "feedback": feedback,
+        "feedback": feedback_on(question),
     }
 
 

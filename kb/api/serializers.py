@@ -15,6 +15,7 @@ from kb.models import (
     Question,
     Review,
 )
+from kb.selectors import correction_of, feedback_on
 from kb.services.batches import MAX_QUESTIONS
 from kb.services.feedback import MAX_COMMENT_CHARACTERS
 from retrieval.search import MODES
@@ -208,7 +209,7 @@ class AnswerSerializer(serializers.ModelSerializer):
 
     def get_correction(self, answer) -> CorrectionSerializer(allow_null=True):
         """The right answer, when a reviewer corrected this one."""
-        review = Review.objects.filter(answer=answer, verdict=Review.Verdict.CORRECTED).first()
+        review = correction_of(answer)
         return CorrectionSerializer(review).data if review else None
 
     def get_sentences(self, answer) -> SentenceSerializer(many=True):
@@ -246,7 +247,7 @@ class QuestionSerializer(serializers.ModelSerializer):
         fields += ["answer", "feedback"]
 
     def get_feedback(self, question) -> FeedbackSerializer(allow_null=True):
-        feedback = Feedback.objects.filter(question=question).first()
+        feedback = feedback_on(question)
         return FeedbackSerializer(feedback).data if feedback else None
 
 

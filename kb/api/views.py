@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from kb.api import serializers as s
 from kb.api.access import WritableToken, collection_names, visible_collections
 from kb.models import AskBatch, AskBatchItem, Document, DocumentVersion
-from kb.selectors import can_curate, own_questions, visible_citations
+from kb.selectors import can_curate, curated_collections, own_questions, visible_citations
 from kb.services.answers import ask, normalise_question
 from kb.services.batches import submit_batch
 from kb.services.documents import delete_document
@@ -70,7 +70,7 @@ class CollectionList(generics.ListAPIView):
         return visible_collections(self.request).annotate(document_count=Count("documents")).order_by("name")
 
     def get_serializer_context(self):
-        curated = {c.pk for c in self.get_queryset() if can_curate(self.request.user, c)}
+        curated = set(curated_collections(self.request.user).values_list("pk", flat=True))
         return {**super().get_serializer_context(), "curated": curated}
 
 

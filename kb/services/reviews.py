@@ -4,6 +4,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from kb.models import Answer, AnswerSentence, Collection, Feedback, Review
+from kb.selectors import curated_collections
 from kb.services import audit
 
 Verdict = Review.Verdict
@@ -18,10 +19,9 @@ def reviewable_answers(user) -> QuerySet[Answer]:
     collections they curate (so nobody reads answers drawn from documents they may not manage)."""
     if user.is_superuser:
         return Answer.objects.all()
-    curated = Collection.objects.filter(curator_groups__in=user.groups.values("pk"))
     return (
         Answer.objects.filter(questions__isnull=False)
-        .exclude(questions__collections__in=Collection.objects.exclude(pk__in=curated))
+        .exclude(questions__collections__in=Collection.objects.exclude(pk__in=curated_collections(user)))
         .distinct()
     )
 
