@@ -12,6 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from kb.answering.sensitive_terms import Term
+from kb.auth import ConsoleSignInForm
 from kb.forms import UploadForm
 from kb.models import (
     Answer,
@@ -31,10 +32,12 @@ from kb.services import audit
 from kb.services.audit import audit_csv_rows
 from kb.services.documents import set_hidden
 from kb.services.ingestion import UploadRejected, reindex_document, upload_document
+from kb.services.rate_limits import RateLimited, consume
 from kb.services.sensitive_terms import TermImportError, import_terms_csv
 from kb.services.tokens import assign_new_key
 
 admin.site.site_header = admin.site.site_title = "Knowledge base console"
+admin.site.login_form = ConsoleSignInForm
 admin.site.index_title = "Curation"
 
 
@@ -194,10 +197,11 @@ class CollectionAdmin(SuperuserWrites, CuratedAdmin):
     @staticmethod
     def _upload(request, collection, file) -> dict:
         try:
+            consume("upload", request)
             result = upload_document(
                 collection=collection, name=file.name, content=file, user=request.user, request=request
             )
-        except UploadRejected as error:
+        except (UploadRejected, RateLimited) as error:
             return {"name": file.name, "job": None, "created": False, "error": str(error)}
         return {"name": file.name, "job": result.version.pk, "created": result.created, "error": ""}
 

@@ -14,6 +14,15 @@ class Collection(models.Model):
     description = models.TextField(blank=True)
     reader_groups = models.ManyToManyField(Group, blank=True, related_name="readable_collections")
     curator_groups = models.ManyToManyField(Group, blank=True, related_name="curated_collections")
+    max_documents = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Upload quota: documents the collection may hold. Empty: no limit."
+    )
+    max_bytes = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        verbose_name="max bytes",
+        help_text="Upload quota: bytes of files kept, all versions counted. Empty: no limit.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

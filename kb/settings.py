@@ -290,6 +290,15 @@ TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
+AUTHENTICATION_BACKENDS = ["kb.auth.LockoutBackend"]
+# Wrong passwords for one user name within the period that lock it out for the period (kb.services.sign_in).
+KB_SIGNIN_MAX_FAILURES = int(os.environ.get("KB_SIGNIN_MAX_FAILURES", "5"))
+KB_SIGNIN_LOCKOUT_SECONDS = int(os.environ.get("KB_SIGNIN_LOCKOUT_SECONDS", "900"))
+# Requests per user (or per API token) on the front doors, ACTION=COUNT/UNIT with unit s, m, h or d
+# (kb.services.rate_limits); an action left out is not limited. Uploads allow a curator's drop of
+# hundreds of files at once; "batch" counts the questions of API batches (answered by the worker).
+KB_RATE_LIMITS = os.environ.get("KB_RATE_LIMITS", "search=120/m,ask=20/m,batch=1000/h,upload=1000/h")
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

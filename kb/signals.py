@@ -6,7 +6,7 @@ from django.db.models.signals import post_delete, post_save, pre_delete, pre_sav
 from django.dispatch import receiver
 
 from kb.models import Chunk, Document, SensitiveTerm
-from kb.services import audit
+from kb.services import audit, sign_in
 from kb.services.sensitive_terms import terms_changed
 from retrieval import index
 
@@ -14,16 +14,15 @@ from retrieval import index
 @receiver(user_logged_in)
 def audit_sign_in(sender, request, user, **kwargs):
     audit.record(action="sign_in", actor=user, target=user, request=request)
+    sign_in.record_success(user.get_username())
 
 
 @receiver(user_login_failed)
 def audit_failed_sign_in(sender, credentials, request=None, **kwargs):
     # Only the user name is kept; the password Django passes along is never stored.
-    audit.record(
-        action="sign_in_failed",
-        actor_name=str(credentials.get("username", ""))[:150],
-        request=request,
-    )
+    username = str(credentials.get("username", ""))
+    audit.record(action="sign_in_failed", actor_name=username[:150], request=request)
+    sign_in.record_failure(username, request=request)
 
 
 @receiver(pre_delete, sender=Document)

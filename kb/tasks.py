@@ -16,13 +16,21 @@ from kb.services import batches, ingestion
 logger = logging.getLogger(__name__)
 
 
-# The time limits travel in each task message, taken from the process that queues the job
-# (web server, command); every process of a deployment reads the same KB_INGEST_TIME_LIMIT.
-@shared_task(
+# Jobs whose state lives in the database: retried while the database is away, and no result
+# stored (nobody reads it, and storing it would hold up queueing while Redis is down).
+DATABASE_JOB = dict(
+    ignore_result=True,
     autoretry_for=(DatabaseError,),
     retry_backoff=True,
     retry_backoff_max=60,
     max_retries=10,
+)
+
+
+# The time limits travel in each task message, taken from the process that queues the job
+# (web server, command); every process of a deployment reads the same KB_INGEST_TIME_LIMIT.
+@shared_task(
+    **DATABASE_JOB,
     soft_time_limit=settings.KB_INGEST_TIME_LIMIT,
     time_limit=settings.KB_INGEST_TIME_LIMIT + 60,
 )
@@ -31,7 +39,7 @@ def ingest_version(version_id: int) -> None:
 
 
 # Each question stores its own answer; a retried or resumed batch skips the answered ones.
-@shared_task(autoretry_for=(DatabaseError,), retry_backoff=True, retry_backoff_max=60, max_retries=10)
+@shared_task(**DATABASE_JOB)
 def answer_batch(batch_id: int) -> None:
     batches.answer_batch(batch_id)
 
@@ -58,7 +66,7 @@ def _watch_stalled_jobs() -> None:
         time.sleep(settings.KB_STALLED_CHECK_SECONDS)
         try:
             ingestion.requeue_stalled_versions()
-        except DatabaseError:
+        except Exception:  # the database or the broker is away: look again next time
             logger.warning("could not check for stalled ingestion jobs", exc_info=True)
         finally:
             connection.close()

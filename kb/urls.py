@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from kb import console, views
+from kb.auth import SignInForm
 
 urlpatterns = [
     path("", views.ask_page, name="ask"),
@@ -11,7 +12,11 @@ urlpatterns = [
     path("ask", views.ask_stream, name="ask-stream"),
     path("citations/<int:citation_id>", views.citation_panel, name="citation"),
     path("files/<int:version_id>", views.original_file, name="original-file"),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(authentication_form=SignInForm, redirect_authenticated_user=True),
+        name="login",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("healthz", views.healthz, name="healthz"),

@@ -27,6 +27,7 @@ from kb.selectors import (
 from kb.services.answers import ask, normalise_question
 from kb.services.feedback import InvalidFeedback, give_feedback
 from kb.services.health import system_health
+from kb.services.rate_limits import RateLimited, consume
 from kb.services.search import search_scopes
 from kb.streaming import answer_stream
 from retrieval.search import InvalidQuery
@@ -66,6 +67,13 @@ def ask_stream(request):
     readable = list(readable_collections(request.user).values_list("name", flat=True))
     # All boxes ticked means "everything I may read", including collections shared with me later.
     collections = None if set(chosen) >= set(readable) else chosen
+    try:
+        consume("ask", request)
+    except RateLimited as error:
+        message = _("Too many questions in a short time. Try again in %(seconds)d s.") % {
+            "seconds": error.retry_after
+        }
+        return JsonResponse({"error": message}, status=429, headers={"Retry-After": str(error.retry_after)})
     try:
         question = normalise_question(request.POST.get("question", ""))
         if collections == []:

@@ -162,10 +162,10 @@ def unhashed_static_files(request):
 
 
 @pytest.fixture(autouse=True)
-def fresh_search_cache(request):
+def fresh_cache(request):
     """No cached search results or answers from earlier tests, and a new sensitive-term version:
     their database rows were rolled back without the commit that would have invalidated them, and
-    ids are reused from test to test."""
+    ids are reused from test to test. No rate-limit counts or failed sign-ins of earlier tests either."""
     if not request.config.pluginmanager.hasplugin("django"):
         return
     from django.core.cache import cache
@@ -175,6 +175,10 @@ def fresh_search_cache(request):
 
     retrieval_cache.clear()
     cache.delete(VERSION_KEY)
+    client = cache._cache.get_client(write=True)
+    for pattern in ("rate:*", "sign-in:*"):
+        if keys := list(client.scan_iter(match=cache.make_key(pattern))):
+            client.delete(*keys)
 
 
 @pytest.fixture

@@ -3,110 +3,25 @@
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-import psycopg
 import pytest
 
-from kb.stack.layout import PROJECT_DIR, Layout
+from kb.stack.layout import PROJECT_DIR
 from kb.stack.postgres import LocalPostgres
+from tests.stacks import Stack, separate_stack
 
 pytestmark = pytest.mark.slow
 
 
-def unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Stack:
-    """`python -m kb.stack` (what ./run execs) with its own KB_VAR_DIR and PORT."""
-
-    def __init__(self, var: Path, port: int):
-        self.var, self.port = var, port
-        self.engine_port = unused_port()
-        self.layout = Layout(var)
-        self.log = var.parent / f"{var.name}-output.log"
-        self.process: subprocess.Popen | None = None
-
-    def env(self) -> dict[str, str]:
-        inherited = {
-            k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "ENGINE_URL"}
-        }
-        return dict(
-            inherited,
-            KB_VAR_DIR=str(self.var),
-            PORT=str(self.port),
-            KB_ADMIN_PASSWORD="first-admin-pw-42",
-            # The small generator the engine tests use: it loads in a second.
-            KB_ENGINE_MODEL="smollm2-135m-instruct",
-            KB_ENGINE_PORT=str(self.engine_port),
-        )
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "kb.stack"], env=self.env(), cwd=PROJECT_DIR,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def pid(self, name: str) -> int:
-        return int(self.layout.pid_file(name).read_text())
-
-    def wait_healthy(self, timeout: float = 240) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.output()
-            try:
-                response = httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=5)
-                if response.status_code == 200:
-                    return response.json()
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"no healthy /healthz within {timeout} s:\n{self.output()}")
-
-    def sql(self, query: str, *params) -> list[tuple]:
-        conn = psycopg.connect(host=str(self.layout.pg_socket_dir), dbname="kb", user="kb", autocommit=True)
-        with conn:
-            cursor = conn.execute(query, params)
-            return cursor.fetchall() if cursor.description else []
-
-    def processes(self) -> list[int]:
-        """Live processes that belong to this stack (by command line or environment)."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                text = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
-            except OSError:
-                continue
-            if str(self.var).encode() in text:
-                found.append(int(entry.name))
-        return found
-
-
 @pytest.fixture
 def stack():
-    var = Path(tempfile.mkdtemp(prefix="kbt-", dir="/tmp"))
-    stack = Stack(var, unused_port())
-    yield stack
-    subprocess.run([sys.executable, "-m", "kb.stack", "stop"], env=stack.env(), cwd=PROJECT_DIR, timeout=120)
-    for pid in stack.processes():
-        os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(var, ignore_errors=True)
-    stack.log.unlink(missing_ok=True)
+    with separate_stack() as stack:
+        yield stack
 
 
 def test_run_recovers_from_crashes_keeps_data_and_stops_cleanly(stack):

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from kb.services.feedback import InvalidFeedback
 from kb.services.ingestion import UploadRejected
+from kb.services.rate_limits import RateLimited
 from kb.services.search import UnknownCollection
 from retrieval.search import InvalidQuery
 
@@ -46,6 +47,12 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
 
 def handle_exception(exc, context):
     """REST framework's exception handler, set in settings.REST_FRAMEWORK."""
+    if isinstance(exc, RateLimited):
+        return Response(
+            error_body("rate_limited", str(exc)),
+            status=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     for kind, status_code, code in SERVICE_ERRORS:
         if isinstance(exc, kind):
             return Response(error_body(code, str(exc)), status=status_code)

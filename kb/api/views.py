@@ -18,6 +18,7 @@ from kb.services.batches import submit_batch
 from kb.services.documents import delete_document
 from kb.services.feedback import give_feedback
 from kb.services.ingestion import upload_document
+from kb.services.rate_limits import consume
 from kb.services.search import UnknownCollection, search_chunks, search_scopes
 from kb.streaming import answer_stream
 
@@ -28,6 +29,9 @@ ERRORS = {
     404: OpenApiResponse(s.ErrorSerializer, description="Not found, or not visible to the caller"),
     415: OpenApiResponse(
         s.ErrorSerializer, description="The body is not of a content type the endpoint reads"
+    ),
+    429: OpenApiResponse(
+        s.ErrorSerializer, description="Over the caller's rate limit: retry after Retry-After seconds"
     ),
     500: OpenApiResponse(s.ErrorSerializer, description="An unexpected failure, logged on the server"),
 }
@@ -131,11 +135,12 @@ class DocumentList(generics.ListCreateAPIView):
                 s.UploadResultSerializer, description="Queued for ingestion: follow the job"
             ),
             200: OpenApiResponse(s.UploadResultSerializer, description="Same content as the latest version"),
-            **body_errors(403),
+            **body_errors(403, 429),
         },
     )
     def post(self, request, *args, **kwargs):
         """Upload a file (multipart). A file of the same name in the collection is a new version."""
+        consume("upload", request)
         upload = s.UploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         data = upload.validated_data
@@ -228,10 +233,11 @@ class Search(APIView):
     @extend_schema(
         tags=["search"],
         request=s.SearchSerializer,
-        responses={200: s.SearchResponseSerializer, **body_errors()},
+        responses={200: s.SearchResponseSerializer, **body_errors(429)},
     )
     def post(self, request):
         """The best passages for a query in the collections the caller may read."""
+        consume("search", request)
         query = s.SearchSerializer(data=request.data)
         query.is_valid(raise_exception=True)
         data = query.validated_data
@@ -258,11 +264,12 @@ class Ask(APIView):
                 description="With `stream: true`: `token` events ({text}), then an `answer` event "
                 "holding the Question object, or an `error` event ({code, message})",
             ),
-            **body_errors(),
+            **body_errors(429),
         },
     )
     def post(self, request):
         """Ask a question; the answer cites the passages it rests on, with a verdict per sentence."""
+        consume("ask", request)
         asked = s.AskSerializer(data=request.data)
         asked.is_valid(raise_exception=True)
         data = asked.validated_data
@@ -339,7 +346,7 @@ class BatchCreate(APIView):
         request=s.BatchSubmitSerializer,
         responses={
             202: OpenApiResponse(s.BatchSerializer, description="Queued: poll the batch"),
-            **body_errors(),
+            **body_errors(429),
         },
     )
     def post(self, request):
@@ -347,6 +354,7 @@ class BatchCreate(APIView):
         submitted = s.BatchSubmitSerializer(data=request.data)
         submitted.is_valid(raise_exception=True)
         data = submitted.validated_data
+        consume("batch", request, cost=len(data["questions"]))
         batch = submit_batch(
             user=request.user,
             questions=data["questions"],

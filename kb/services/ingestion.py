@@ -25,6 +25,7 @@ from django.core.files.storage import default_storage
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from kb.celery import app as celery_app
 from kb.ingestion.chunking import ChunkWindow, chunk_document
@@ -80,10 +81,14 @@ def upload_document(
     name = _safe_source_name(name)
     path, sha256, size = _store(content)
     with transaction.atomic():
+        # The collection's row is the lock that keeps concurrent uploads from overrunning its quota.
+        collection = Collection.objects.select_for_update().get(pk=collection.pk)
         document = Document.objects.select_for_update().filter(collection=collection, source=name).first()
         latest = document.versions.order_by("-number").first() if document else None
         if latest is not None and latest.sha256 == sha256 and latest.job_state != State.FAILED:
             return UploadResult(latest, created=False)
+        if over_quota := quota_exceeded(collection, size, new_document=document is None):
+            raise UploadRejected(over_quota)
         if document is None:
             document = Document.objects.create(
                 collection=collection, title=title or PurePath(name).stem, source=name, created_by=user
@@ -108,6 +113,30 @@ def upload_document(
         )
         transaction.on_commit(partial(queue_version, version.pk))
     return UploadResult(version, created=True)
+
+
+def quota_exceeded(collection: Collection, size: int, *, new_document: bool) -> str:
+    """Why a file of `size` bytes cannot be added to the collection, or "" when it can. Stored
+    bytes count each file the collection's versions keep once (a re-index shares its file)."""
+    if new_document and collection.max_documents is not None:
+        if collection.documents.count() >= collection.max_documents:
+            return (
+                f"the collection {collection} already holds its quota of {collection.max_documents} documents"
+            )
+    if collection.max_bytes is not None:
+        files = DocumentVersion.objects.filter(document__collection=collection).values_list("sha256", "size")
+        stored = sum(size for _, size in files.distinct())
+        if stored + size > collection.max_bytes:
+            return (
+                f"the collection {collection} would exceed its storage quota of "
+                f"{_megabytes(collection.max_bytes)} ({_megabytes(stored)} used, "
+                f"this file is {_megabytes(size)})"
+            )
+    return ""
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 def reindex_document(document: Document, *, user=None, request=None) -> DocumentVersion:
@@ -140,9 +169,14 @@ def _safe_source_name(name: str) -> str:
 
 
 def queue_version(version_id: int) -> None:
+    """Send the job to the workers. While the broker is unreachable the job stays queued in the
+    database, and the workers' stalled-job check sends it after KB_QUEUED_JOB_TIMEOUT."""
     from kb.tasks import ingest_version
 
-    ingest_version.delay(version_id)
+    try:
+        ingest_version.delay(version_id)
+    except OperationalError as error:
+        logger.warning("job %s not sent, the task queue is unreachable: %s", version_id, error)
 
 
 def _store(content: IO[bytes]) -> tuple[str, str, int]:

@@ -14,18 +14,17 @@ import io
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Literal
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 
 from kb.answering.sensitive_terms import Action, Screening, Term, TermMatcher, term_key
 from kb.models import SensitiveTerm
 from kb.services import audit
+from retrieval import cache as retrieval_cache
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +50,14 @@ _rebuilding = threading.Lock()
 
 def terms_changed() -> None:
     """Tell every process to rebuild its matcher, once the current transaction commits."""
-    transaction.on_commit(lambda: cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None))
+    transaction.on_commit(lambda: retrieval_cache.renew_tokens({VERSION_KEY}))
 
 
 def terms_version() -> str:
     """The token of the current term list: it changes whenever a term changes (once committed), so
-    anything computed from screened text (a cached answer) can be keyed by it."""
-    version = cache.get(VERSION_KEY)
-    if version is None:  # a new or flushed cache: a fresh token, never one an old matcher was built at
-        cache.add(VERSION_KEY, uuid.uuid4().hex, timeout=None)  # another process may win the race
-        version = cache.get(VERSION_KEY)
-    return version
+    anything computed from screened text (a cached answer) can be keyed by it. While Redis is
+    unreachable every call gets a new token, so each check rebuilds the matcher from the table."""
+    return retrieval_cache.tokens([VERSION_KEY])[0]
 
 
 def current_matcher() -> TermMatcher:

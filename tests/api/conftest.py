@@ -3,11 +3,13 @@
 import re
 
 import pytest
+from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import resolve
 from jsonschema import Draft202012Validator, FormatChecker
 from rest_framework.test import APIClient
 
+from kb.models import Collection
 from kb.services.tokens import create_token
 
 
@@ -80,3 +82,15 @@ def api(openapi_schema):
         return client
 
     return client_for
+
+
+@pytest.fixture
+def curator(db):
+    """carol, who reads and curates the collection HR."""
+    collection = Collection.objects.create(name="HR")
+    curators = Group.objects.create(name="hr-curators")
+    collection.reader_groups.add(curators)
+    collection.curator_groups.add(curators)
+    carol = User.objects.create_user("carol", password="pw-carol-123")
+    carol.groups.add(curators)
+    return carol

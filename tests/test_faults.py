@@ -1,0 +1,388 @@
+"""Fault recovery of the whole stack, through its REST API: PostgreSQL restarted mid-ingest, the
+engine killed mid-answer, Redis killed and restarted. Each time the stack recovers by itself, every
+document is indexed exactly once (exact document, chunk and passage counts) and users get clear
+answers meanwhile. (A Celery worker killed mid-job: tests/test_ingestion.py.)
+
+One stack (tests/stacks.py) serves the three tests; each works in its own collection."""
+
+import contextlib
+import functools
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kb.ingestion.document import ParsedDocument
+from kb.ingestion.parsing import parse_document
+from kb.services.answers import MESSAGES
+from kb.services.ingestion import chunk_windows
+from kb.stack.postgres import LocalPostgres
+from kb.stack.redis import LocalRedis
+from tests.conftest import LENIENT_FACTCHECK
+from tests.stacks import separate_stack
+
+pytestmark = pytest.mark.slow
+
+DOCS = Path(__file__).resolve().parents[2] / "shared" / "eval" / "dev" / "docs"
+# About 20 chunks each: with small embedding batches a job runs for a few seconds, and each batch
+# is a transaction of its own, so a fault lands between and inside them.
+POSTGRES_DOCS = [
+    "en_covid_020_Community_acquired_pneumonia_in_children_a_changin.md",
+    "en_covid_064_Severe_Acute_Respiratory_Syndrome_Coronavirus_Viro.md",
+    "en_covid_033_Population_Based_Pertussis_Incidence_and_Risk_Fact.md",
+    "en_covid_086_Knowledge_Attitudes_and_Practices_KAP_related_to_t.md",
+    "en_covid_010_Preparation_for_Possible_Sustained_Transmission_of.md",
+    "en_wiki_Southern_California.md",
+    "en_covid_078_A_mathematical_model_for_simulating_the_phase_base.md",
+    "en_wiki_Normans.md",
+]
+REDIS_DOCS_BEFORE = [
+    "en_covid_075_Respiratory_Viral_Infections_in_Exacerbation_of_Ch.md",
+    "en_covid_084_Interferon_Induced_Transmembrane_Protein_3_Inhibit.md",
+    "en_wiki_Super_Bowl_50.md",
+]
+REDIS_DOCS_DURING = ["en_wiki_Victoria_Australia.md", "en_wiki_Sky_United_Kingdom.md"]
+REDIS_DOCS_AFTER = ["en_wiki_Huguenot.md"]
+ENGINE_DOCS = ["en_wiki_Apollo_program.md", "en_wiki_Prime_number.md"]
+QUESTION = "What were the astronauts wearing during the dual mission AS-278?"
+# One SmolLM2 answers (at temperature 0) with a sentence the fact-check supports.
+ANSWERABLE = (
+    "What is the name of another algorithm useful for conveniently testing the primality of large numbers?"
+)
+
+STACK_SETTINGS = {
+    "KB_EMBEDDING_BATCH": "4",
+    # Jobs whose worker or Celery message was lost are found within seconds, not minutes.
+    "KB_STALLED_CHECK_SECONDS": "2",
+    "KB_QUEUED_JOB_TIMEOUT": "10",
+    # Short answers from two short sources, cited whatever SmolLM2 writes about them.
+    "KB_ANSWER_SOURCES": "2",
+    "KB_ANSWER_SOURCE_CHARS": "300",
+    "KB_ANSWER_MAX_TOKENS": "64",
+    **LENIENT_FACTCHECK,
+}
+ENDED = ("done", "failed")
+
+
+class Api:
+    """The stack's REST API with an administrator's token."""
+
+    def __init__(self, base_url: str, token: str):
+        self.client = httpx.Client(
+            base_url=f"{base_url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=120
+        )
+
+    def get(self, path: str, **params) -> dict:
+        response = self.client.get(path, params=params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def upload(self, collection: str, name: str) -> httpx.Response:
+        files = {"file": (name, (DOCS / name).read_bytes(), "text/markdown")}
+        return self.client.post("/documents", data={"collection": collection}, files=files)
+
+    def search(self, query: str, collection: str) -> httpx.Response:
+        return self.client.post("/search", json={"query": query, "collections": [collection]})
+
+    def ask(self, question: str, collection: str) -> httpx.Response:
+        return self.client.post("/ask", json={"question": question, "collections": [collection]})
+
+    def jobs(self, collection: str) -> list[dict]:
+        return self.get("/jobs", collection=collection, page_size=200)["results"]
+
+    def wait_until_jobs_ended(self, collection: str, count: int, timeout: float = 180) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            jobs = self.jobs(collection)
+            if len(jobs) >= count and all(job["state"] in ENDED for job in jobs):
+                return jobs
+            time.sleep(0.5)
+        raise AssertionError(f"jobs of {collection} not ended within {timeout} s: {self.jobs(collection)}")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    with separate_stack(**STACK_SETTINGS) as stack:
+        stack.start()
+        stack.wait_healthy()
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def api(stack) -> Api:
+    token = stack.manage("create_token", "admin", "--name", "fault tests").split()[-1]
+    return Api(stack.url, token)
+
+
+def create_collection(stack, name: str) -> int:
+    """A collection only the administrator (a superuser) reads and curates."""
+    rows = stack.sql(
+        "INSERT INTO kb_collection (name, description, created_at) VALUES (%s, '', now()) RETURNING id", name
+    )
+    return rows[0][0]
+
+
+@functools.cache
+def parsed(name: str) -> ParsedDocument:
+    return parse_document((DOCS / name).read_bytes(), filename=name)
+
+
+def expected_chunks(names: list[str]) -> dict[str, int]:
+    """Chunks each file must have, computed here in the test process with the same settings."""
+    return {name: len(chunk_windows(parsed(name))) for name in names}
+
+
+def heading_of(name: str) -> str:
+    return (DOCS / name).read_text().splitlines()[0].lstrip("# ").strip()
+
+
+def assert_indexed_exactly_once(stack, api: Api, collection: str, expected: dict[str, int]) -> None:
+    """Every file is one ready document with one version, whose job is done with exactly its chunks,
+    each ordinal once, each chunk in the search index once; nothing else is in the collection."""
+    documents = api.get("/documents", collection=collection, page_size=200)
+    assert documents["count"] == len(expected)
+    assert sorted(document["source"] for document in documents["results"]) == sorted(expected)
+    for document in documents["results"]:
+        assert (document["status"], document["current_version"]) == ("ready", 1), document
+    jobs = api.jobs(collection)
+    assert len(jobs) == len(expected)  # one version each: no upload was taken twice
+    assert {job["original_name"]: (job["state"], job["current"], job["chunks_done"]) for job in jobs} == {
+        name: ("done", True, count) for name, count in expected.items()
+    }
+    assert all(job["chunks_total"] == job["chunks_done"] for job in jobs)
+    per_document = stack.sql(
+        "SELECT d.source, count(c.id), count(DISTINCT c.ordinal), min(c.ordinal), max(c.ordinal)"
+        " FROM kb_document d JOIN kb_collection k ON k.id = d.collection_id"
+        " LEFT JOIN kb_chunk c ON c.version_id = d.current_version_id WHERE k.name = %s GROUP BY d.source",
+        collection,
+    )
+    assert {row[0]: row[1:] for row in per_document} == {
+        name: (count, count, 0, count - 1) for name, count in expected.items()
+    }
+    total = sum(expected.values())
+    (scope,) = stack.sql("SELECT id FROM kb_collection WHERE name = %s", collection)[0]
+    all_chunks = stack.sql(
+        "SELECT count(*) FROM kb_chunk c JOIN kb_documentversion v ON v.id = c.version_id"
+        " JOIN kb_document d ON d.id = v.document_id WHERE d.collection_id = %s",
+        scope,
+    )
+    assert all_chunks == [(total,)]
+    passages = stack.sql(
+        "SELECT count(*), count(c.id) FROM retrieval_passage p LEFT JOIN kb_chunk c ON c.id = p.id"
+        " WHERE p.scope = %s",
+        scope,
+    )
+    assert passages == [(total, total)]
+    assert stack.sql("SELECT passages FROM retrieval_scopestats WHERE scope = %s", scope) == [(total,)]
+
+
+def assert_each_document_is_found(api: Api, collection: str, names: list[str]) -> None:
+    for name in names:
+        response = api.search(heading_of(name), collection)
+        assert response.status_code == 200, response.text
+        titles = [result["document"]["title"] for result in response.json()["results"]]
+        assert parsed(name).title in titles, (name, titles)
+
+
+def job_states(stack, collection: str) -> list[tuple[str, int, int]]:
+    return stack.sql(
+        "SELECT v.job_state, v.chunks_done, v.chunks_total FROM kb_documentversion v"
+        " JOIN kb_document d ON d.id = v.document_id JOIN kb_collection k ON k.id = d.collection_id"
+        " WHERE k.name = %s",
+        collection,
+    )
+
+
+def embedding(states) -> bool:
+    return any(state == "embedding" and done > 0 for state, done, _ in states)
+
+
+def wait_for_jobs(stack, collection: str, condition, timeout: float = 120) -> list[tuple[str, int, int]]:
+    """The collection's job states (state, chunks done, chunks total) once they meet `condition`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = job_states(stack, collection)
+        if condition(states):
+            return states
+        time.sleep(0.05)
+    raise AssertionError(
+        f"jobs of {collection} not as wanted within {timeout} s: {job_states(stack, collection)}"
+    )
+
+
+@contextlib.contextmanager
+def supervision_paused(stack):
+    """The supervisor stopped (SIGSTOP), so a service killed meanwhile stays down until it resumes."""
+    supervisor = stack.pid("supervisor")
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+
+
+def wait_for_new_pid(stack, name: str, old: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if (pid := stack.pid(name)) != old:
+                return pid
+        time.sleep(0.2)
+    raise AssertionError(f"{name} was not restarted within {timeout} s:\n{stack.output()}")
+
+
+def log_tail(stack, name: str, characters: int = 4000) -> str:
+    """The end of a service's log (var/log/NAME.log), for failure messages."""
+    return (stack.layout.log_dir / f"{name}.log").read_text(errors="replace")[-characters:]
+
+
+def health(stack) -> tuple[int, dict]:
+    response = httpx.get(f"{stack.url}/healthz", timeout=30)
+    return response.status_code, response.json()
+
+
+def test_postgres_restarted_mid_ingest_loses_and_duplicates_nothing(stack, api):
+    collection = "Postgres restart"
+    create_collection(stack, collection)
+    expected = expected_chunks(POSTGRES_DOCS)
+    for name in POSTGRES_DOCS:
+        response = api.upload(collection, name)
+        assert response.status_code == 202, response.text
+    before = wait_for_jobs(stack, collection, embedding)
+    postgres = LocalPostgres(stack.layout)
+    postgres.stop()
+    try:
+        # Meanwhile the health check names the database, and the API answers (no hang) with an error.
+        status, report = health(stack)
+        assert status == 503 and "database" in report["down"], report
+        response = api.client.get("/jobs")
+        assert response.status_code >= 500 and "error" in response.json(), response.text
+        time.sleep(2)  # the workers meet the outage
+    finally:
+        postgres.start()
+    unfinished = [state for state, _, _ in before if state not in ENDED]
+    assert len(unfinished) >= 2, before  # the restart did hit running and queued jobs
+
+    api.wait_until_jobs_ended(collection, len(POSTGRES_DOCS))
+    assert_indexed_exactly_once(stack, api, collection, expected)
+    assert_each_document_is_found(api, collection, POSTGRES_DOCS)
+    assert "Retry in" in (stack.layout.log_dir / "worker.log").read_text()  # jobs were interrupted
+    assert health(stack)[0] == 200
+
+
+def streamed_events(response: httpx.Response):
+    name = None
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            name = line.removeprefix("event:").strip()
+        elif line.startswith("data:"):
+            yield name, json.loads(line.removeprefix("data:"))
+
+
+def test_engine_killed_mid_answer_gives_the_sources_and_answers_again_after_its_restart(stack, api):
+    collection = "Engine restart"
+    create_collection(stack, collection)
+    expected = expected_chunks(ENGINE_DOCS)
+    for name in ENGINE_DOCS:
+        assert api.upload(collection, name).status_code == 202
+    api.wait_until_jobs_ended(collection, len(ENGINE_DOCS))
+    assert_indexed_exactly_once(stack, api, collection, expected)
+    titles = {parsed(name).title for name in ENGINE_DOCS}
+    engine_pid = stack.pid("engine")
+    unavailable = MESSAGES["engine_unavailable"]["en"]
+
+    with supervision_paused(stack):
+        tokens, final = [], None
+        body = {"question": QUESTION, "collections": [collection], "stream": True}
+        with api.client.stream("POST", "/ask", json=body) as response:
+            assert response.status_code == 200
+            for name, data in streamed_events(response):
+                if name == "token":
+                    if not tokens:
+                        os.kill(engine_pid, signal.SIGKILL)  # the answer has begun
+                    tokens.append(data["text"])
+                else:
+                    final = (name, data)
+        assert tokens, final
+        assert final[0] == "answer", final
+        answer = final[1]["answer"]
+        assert (answer["outcome"], answer["text"]) == ("engine_unavailable", unavailable)
+        assert answer["citations"] == [] and answer["closest_sources"]
+        assert {source["title"] for source in answer["closest_sources"]} <= titles
+
+        # While the engine is down: the health check names it, search works, questions get the sources.
+        status, report = health(stack)
+        assert status == 503 and report["down"] == ["engine"], report
+        searched = api.search("Apollo spacesuit", collection)
+        assert searched.status_code == 200 and searched.json()["results"], searched.text
+        assert searched.json()["results"][0]["document"]["title"] == parsed(ENGINE_DOCS[0]).title
+        asked = api.ask(ANSWERABLE, collection)
+        assert asked.status_code == 200, asked.text
+        assert asked.json()["answer"]["outcome"] == "engine_unavailable"
+        assert asked.json()["answer"]["closest_sources"]
+
+    wait_for_new_pid(stack, "engine", engine_pid)
+    report = stack.wait_healthy(timeout=60)
+    assert report["engine"]["status"] == "up"
+    assert "engine exited" in stack.output()
+    asked = api.ask(ANSWERABLE, collection)
+    assert asked.status_code == 200, asked.text
+    answer = asked.json()["answer"]
+    assert answer["outcome"] == "answered" and not asked.json()["cache_hit"], answer
+    assert answer["citations"] and {citation["title"] for citation in answer["citations"]} <= titles
+    assert_indexed_exactly_once(stack, api, collection, expected)
+
+
+def test_redis_killed_search_still_answers_and_every_upload_is_indexed_once(stack, api):
+    collection = "Redis restart"
+    create_collection(stack, collection)
+    expected = expected_chunks(REDIS_DOCS_BEFORE + REDIS_DOCS_DURING + REDIS_DOCS_AFTER)
+    for name in REDIS_DOCS_BEFORE:
+        response = api.upload(collection, name)
+        assert response.status_code == 202, response.text
+    # One document is searchable already, another is being embedded.
+    wait_for_jobs(stack, collection, lambda states: embedding(states) and "done" in [s[0] for s in states])
+    redis_pid = stack.pid("redis")
+    with supervision_paused(stack):
+        os.kill(redis_pid, signal.SIGKILL)
+        redis = LocalRedis(stack.layout)
+        while redis.is_running():
+            time.sleep(0.05)
+        status, report = health(stack)
+        # The worker answers pings through Redis, so it is unreachable too.
+        assert status == 503 and report["down"] == ["redis", "worker"], report
+        # Search does not need Redis: its cache is only a cache.
+        searched = api.search("respiratory virus infections", collection)
+        assert searched.status_code == 200, log_tail(stack, "web")
+        assert searched.json()["results"]
+        # Uploads meanwhile, at once as several clients would send them.
+        with ThreadPoolExecutor(len(REDIS_DOCS_DURING)) as pool:
+            responses = pool.map(lambda name: api.upload(collection, name), REDIS_DOCS_DURING)
+            during = dict(zip(REDIS_DOCS_DURING, responses, strict=True))
+    new_redis = wait_for_new_pid(stack, "redis", redis_pid)
+    assert new_redis != redis_pid and "redis exited" in stack.output()
+    stack.wait_healthy(timeout=60)
+
+    # A client whose upload failed sends it again; one that was stored is not taken twice.
+    for name in REDIS_DOCS_BEFORE + REDIS_DOCS_DURING:
+        stored = stack.sql("SELECT count(*) FROM kb_documentversion WHERE original_name = %s", name)
+        again = api.upload(collection, name)
+        assert again.status_code in (200, 202), again.text
+        assert again.json()["created"] == (stored == [(0,)]), (name, during.get(name), again.text)
+    for name in REDIS_DOCS_AFTER:  # the web server queues jobs again
+        assert api.upload(collection, name).status_code == 202, log_tail(stack, "web")
+    try:
+        api.wait_until_jobs_ended(collection, len(expected), timeout=90)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nworker log:\n{log_tail(stack, 'worker')}") from None
+    assert_indexed_exactly_once(stack, api, collection, expected)
+    assert_each_document_is_found(api, collection, list(expected))
+    # An upload during the outage was accepted (its job queued once Redis was back) or refused
+    # with a reason to send it again, not answered as an unexpected server error.
+    for name, response in during.items():
+        assert response.status_code in (202, 503), (name, response.status_code, response.text)
