@@ -117,8 +117,11 @@ TEMPLATES = [
 
 # --- PostgreSQL ------------------------------------------------------------------------------
 
+# No persistent connections: under ASGI every request runs in a thread of its own, and a kept
+# connection per thread exhausted PostgreSQL's 100 under `bench load` (README, Performance).
+CONN_MAX_AGE = int(os.environ.get("CONN_MAX_AGE", "0"))
 if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=CONN_MAX_AGE)}
 else:
     DATABASES = {
         "default": {
@@ -126,7 +129,7 @@ else:
             "NAME": "kb",
             "USER": "kb",
             "HOST": str(LAYOUT.pg_socket_dir),
-            "CONN_MAX_AGE": 60,
+            "CONN_MAX_AGE": CONN_MAX_AGE,
         }
     }
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
