@@ -10,6 +10,7 @@ and costs two round trips. While Redis cannot be reached requests are let throug
 logged: the limits protect the service, and refusing everyone would be the outage they prevent.
 """
 
+import functools
 import logging
 import math
 import time
@@ -40,6 +41,7 @@ class RateLimited(Exception):
         super().__init__(f"too many {action} requests; try again in {retry_after} s")
 
 
+@functools.cache  # called on every limited request with the same setting
 def parse_limits(text: str) -> dict[str, Limit]:
     """'search=120/m,ask=20/m,batch=1000/h,upload=1000/h' → {action: Limit}; an action left out is
     not limited."""
