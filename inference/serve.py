@@ -394,7 +394,9 @@ def main(argv: list[str] | None = None) -> None:
         args.max_queue,
         engine.runner.context_length,
     )
-    uvicorn.run(EngineApp(engine), host=args.host, port=args.port, log_level="info")
+    # One process holds the model and its scheduler; without workers=1 uvicorn would take the web's
+    # WEB_CONCURRENCY from the environment and refuse to start.
+    uvicorn.run(EngineApp(engine), host=args.host, port=args.port, log_level="info", workers=1)
 
 
 if __name__ == "__main__":

@@ -7,3 +7,7 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kb.settings")
 
 application = get_asgi_application()
+
+from kb.warm_up import load_models  # noqa: E402 (needs the settings that get_asgi_application set up)
+
+load_models()

@@ -57,7 +57,7 @@ def share_cores_between_worker_processes(**kwargs) -> None:
 @worker_ready.connect
 def watch_stalled_jobs(**kwargs) -> None:
     """A starting worker picks up the jobs of workers that died mid-way, and keeps looking."""
-    ingestion.requeue_stalled_versions()
+    _requeue_stalled_jobs()
     threading.Thread(target=_watch_stalled_jobs, name="stalled-jobs", daemon=True).start()
 
 
@@ -65,11 +65,16 @@ def _watch_stalled_jobs() -> None:
     while True:
         time.sleep(settings.KB_STALLED_CHECK_SECONDS)
         try:
-            ingestion.requeue_stalled_versions()
+            _requeue_stalled_jobs()
         except Exception:  # the database or the broker is away: look again next time
-            logger.warning("could not check for stalled ingestion jobs", exc_info=True)
+            logger.warning("could not check for stalled jobs", exc_info=True)
         finally:
             connection.close()
+
+
+def _requeue_stalled_jobs() -> None:
+    ingestion.requeue_stalled_versions()
+    batches.requeue_stalled_batches()
 
 
 @shared_task

@@ -5,6 +5,8 @@ from django.urls import include, path
 from kb import console, views
 from kb.auth import SignInForm
 
+handler500 = "kb.views.server_error"
+
 urlpatterns = [
     path("", views.ask_page, name="ask"),
     path("questions/<int:question_id>", views.ask_page, name="question"),

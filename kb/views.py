@@ -5,15 +5,24 @@ answer rendered by the same template that shows it in the history. Every object 
 through the selectors that apply the reader's rights, so what a user may not read is a 404.
 """
 
+import sys
+
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from kb.api.errors import (
+    DATABASE_RETRY_SECONDS,
+    DATABASE_UNAVAILABLE,
+    DATABASE_UNAVAILABLE_MESSAGE,
+    error_body,
+)
 from kb.models import AnswerSentence, DocumentVersion
 from kb.selectors import (
     correction_of,
@@ -43,6 +52,19 @@ def healthz(request):
     """200 with a report when every part is up, 503 naming what is down. ?deep=1 adds a task round trip."""
     healthy, report = system_health(deep=request.GET.get("deep") == "1")
     return JsonResponse(report, status=200 if healthy else 503)
+
+
+def server_error(request):
+    """handler500: an error that escaped a view. While the database is unavailable that is a 503
+    with Retry-After (JSON under /api/), rendered without touching the database; anything else is
+    Django's 500 page."""
+    if not isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE):
+        return defaults.server_error(request)
+    headers = {"Retry-After": str(DATABASE_RETRY_SECONDS)}
+    if request.path.startswith("/api/"):
+        body = error_body("database_unavailable", DATABASE_UNAVAILABLE_MESSAGE)
+        return JsonResponse(body, status=503, headers=headers)
+    return HttpResponse(render_to_string("503.html"), status=503, headers=headers)
 
 
 @login_required

@@ -48,6 +48,7 @@ REDIS_DOCS_BEFORE = [
 ]
 REDIS_DOCS_DURING = ["en_wiki_Victoria_Australia.md", "en_wiki_Sky_United_Kingdom.md"]
 REDIS_DOCS_AFTER = ["en_wiki_Huguenot.md"]
+REDIS_QUESTION = "Which virus infections are found in exacerbations of chronic obstructive pulmonary disease?"
 ENGINE_DOCS = ["en_wiki_Apollo_program.md", "en_wiki_Prime_number.md"]
 QUESTION = "What were the astronauts wearing during the dual mission AS-278?"
 # One SmolLM2 answers (at temperature 0) with a sentence the fact-check supports.
@@ -241,6 +242,16 @@ def log_tail(stack, name: str, characters: int = 4000) -> str:
     return (stack.layout.log_dir / f"{name}.log").read_text(errors="replace")[-characters:]
 
 
+def wait_for_batch(api: Api, batch_id: int, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = api.get(f"/batches/{batch_id}")
+        if batch["state"] == "done":
+            return batch
+        time.sleep(0.5)
+    raise AssertionError(f"batch {batch_id} not answered within {timeout} s: {batch}")
+
+
 def health(stack) -> tuple[int, dict]:
     response = httpx.get(f"{stack.url}/healthz", timeout=30)
     return response.status_code, response.json()
@@ -254,14 +265,23 @@ def test_postgres_restarted_mid_ingest_loses_and_duplicates_nothing(stack, api):
         response = api.upload(collection, name)
         assert response.status_code == 202, response.text
     before = wait_for_jobs(stack, collection, embedding)
+    browser = httpx.Client(base_url=stack.url, timeout=30)
+    csrf = browser.get("/accounts/login/").cookies["csrftoken"]
     postgres = LocalPostgres(stack.layout)
     postgres.stop()
     try:
-        # Meanwhile the health check names the database, and the API answers (no hang) with an error.
+        # Meanwhile the health check names the database, and the API and the pages answer at once
+        # that it is unavailable for now.
         status, report = health(stack)
         assert status == 503 and "database" in report["down"], report
         response = api.client.get("/jobs")
-        assert response.status_code >= 500 and "error" in response.json(), response.text
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "database_unavailable"
+        assert int(response.headers["Retry-After"]) > 0
+        sign_in = {"username": "admin", "password": "whatever", "csrfmiddlewaretoken": csrf}
+        page = browser.post("/accounts/login/", data=sign_in)
+        assert page.status_code == 503 and "Retry-After" in page.headers, page.text
+        assert "try again" in page.text
         time.sleep(2)  # the workers meet the outage
     finally:
         postgres.start()
@@ -360,10 +380,12 @@ def test_redis_killed_search_still_answers_and_every_upload_is_indexed_once(stac
         searched = api.search("respiratory virus infections", collection)
         assert searched.status_code == 200, log_tail(stack, "web")
         assert searched.json()["results"]
-        # Uploads meanwhile, at once as several clients would send them.
+        # Uploads meanwhile, at once as several clients would send them, and a batch of questions.
         with ThreadPoolExecutor(len(REDIS_DOCS_DURING)) as pool:
             responses = pool.map(lambda name: api.upload(collection, name), REDIS_DOCS_DURING)
             during = dict(zip(REDIS_DOCS_DURING, responses, strict=True))
+        batch = api.client.post("/batches", json={"questions": [REDIS_QUESTION], "collections": [collection]})
+        assert batch.status_code == 202, batch.text
     new_redis = wait_for_new_pid(stack, "redis", redis_pid)
     assert new_redis != redis_pid and "redis exited" in stack.output()
     stack.wait_healthy(timeout=60)
@@ -382,6 +404,10 @@ def test_redis_killed_search_still_answers_and_every_upload_is_indexed_once(stac
         raise AssertionError(f"{error}\nworker log:\n{log_tail(stack, 'worker')}") from None
     assert_indexed_exactly_once(stack, api, collection, expected)
     assert_each_document_is_found(api, collection, list(expected))
+    # The batch's message never reached the broker: the stalled-job check sent it.
+    answered = wait_for_batch(api, batch.json()["id"])
+    assert (answered["done"], answered["total"]) == (1, 1), answered
+    assert answered["items"][0]["result"] is not None, answered
     # An upload during the outage was accepted (its job queued once Redis was back) or refused
     # with a reason to send it again, not answered as an unexpected server error.
     for name, response in during.items():

@@ -17,13 +17,13 @@ from django.utils import timezone
 from kb.models import AuditEvent, Chunk, Collection, Document, DocumentVersion
 from kb.selectors import current_chunks
 from kb.services.ingestion import (
-    LOCK_NAMESPACE,
     UploadRejected,
     process_version,
     requeue_stalled_versions,
     stalled_versions,
     upload_document,
 )
+from kb.services.job_locks import INGESTION
 from kb.stack.layout import PROJECT_DIR
 from retrieval.bm25 import bm25_top_k
 from retrieval.models import Passage, ScopeStats
@@ -241,7 +241,7 @@ def test_stalled_jobs_are_the_running_ones_no_worker_holds_and_queued_ones_waiti
     lost = job("lost.md", State.QUEUED, waited=settings.KB_QUEUED_JOB_TIMEOUT + 60)
     job("finished.md", State.DONE)
     with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other_worker:
-        other_worker.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_NAMESPACE, alive])
+        other_worker.execute("SELECT pg_advisory_lock(%s, %s)", [INGESTION, alive])
         assert stalled_versions() == [dead, lost]
         assert requeue_stalled_versions() == [dead, lost]
         assert DocumentVersion.objects.get(pk=dead).job_state == State.QUEUED

@@ -5,6 +5,7 @@ Codes are stable; clients branch on them, people read the message.
 
 import logging
 
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -16,6 +17,12 @@ from kb.services.search import UnknownCollection
 from retrieval.search import InvalidQuery
 
 logger = logging.getLogger(__name__)
+
+# While PostgreSQL is down or restarting, clients are told to come back rather than that the
+# server failed (kb.views.server_error says the same outside REST framework's views).
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+DATABASE_RETRY_SECONDS = 15
+DATABASE_UNAVAILABLE_MESSAGE = "the database is unavailable; try again shortly"
 
 CODES = {
     exceptions.ParseError: "malformed_request",
@@ -56,6 +63,13 @@ def handle_exception(exc, context):
     for kind, status_code, code in SERVICE_ERRORS:
         if isinstance(exc, kind):
             return Response(error_body(code, str(exc)), status=status_code)
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        logger.warning("API request failed: the database is unavailable (%s)", exc)
+        return Response(
+            error_body("database_unavailable", DATABASE_UNAVAILABLE_MESSAGE),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(DATABASE_RETRY_SECONDS)},
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     if isinstance(exc, exceptions.APIException):

@@ -3,8 +3,8 @@
 `upload_document` is what the admin console, the REST API and the `ingest` command call;
 `process_version` is what the Celery task runs. Processing is idempotent and resumable: a
 worker killed mid-way leaves the job in its last state, and the next run continues from the
-chunks already stored. While a version is processed its worker holds a PostgreSQL advisory
-lock, so a job whose state says "active" but whose lock is free has lost its worker.
+chunks already stored. While a version is processed its worker holds the job's lock
+(job_locks), so a job whose state says "active" but whose lock is free has lost its worker.
 """
 
 import hashlib
@@ -22,7 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
@@ -33,7 +33,7 @@ from kb.ingestion.document import ParsedDocument
 from kb.ingestion.errors import ParseError
 from kb.ingestion.parsing import parse_document
 from kb.models import Chunk, Collection, Document, DocumentVersion
-from kb.services import audit
+from kb.services import audit, job_locks
 from kb.services.documents import search_scope
 from retrieval import index
 from retrieval.embedding import count_tokens, embed_passages, token_spans
@@ -43,11 +43,6 @@ logger = logging.getLogger(__name__)
 State = DocumentVersion.JobState
 RUNNING_STATES = [State.PARSING, State.CHUNKING, State.EMBEDDING, State.INDEXING]
 ACTIVE_STATES = [State.QUEUED, *RUNNING_STATES]
-# First key of the two-part advisory lock; the second is the version id.
-LOCK_NAMESPACE = 4242
-# A stalled-job check holds a job's lock for a moment; a worker that meets it tries again.
-LOCK_ATTEMPTS = 5
-LOCK_RETRY_SECONDS = 0.2
 READ_BLOCK = 1024 * 1024
 WORKER_PING_SECONDS = 1.0
 POLL_SECONDS = 0.5
@@ -206,32 +201,33 @@ def _store(content: IO[bytes]) -> tuple[str, str, int]:
 
 def process_version(version_id: int) -> None:
     """Run one version through parse → chunk → embed → swap. Safe to call again at any point."""
-    if not _lock(version_id):
-        logger.info("version %s is being processed by another worker", version_id)
-        return
-    try:
+    with job_locks.held(job_locks.INGESTION, version_id) as locked:
+        if not locked:
+            logger.info("version %s is being processed by another worker", version_id)
+            return
         version = DocumentVersion.objects.select_related("document").filter(pk=version_id).first()
         if version is None or version.job_state in (State.DONE, State.FAILED):
             return  # deleted meanwhile, or already finished by an earlier delivery of this task
-        try:
-            windows = _parse_and_chunk(version)
-            _embed_and_store(version, windows)
-            _swap_in(version)
-        except ParseError as error:
-            _fail(version, str(error))
-        except SoftTimeLimitExceeded:
-            minutes = settings.KB_INGEST_TIME_LIMIT // 60
-            _fail(version, f"processing took longer than the limit of {minutes} minutes")
-        except DatabaseError:
-            raise  # transient (connection lost, server restarting): the task is retried
-        except Exception as error:
-            # A file that trips a library in a way no parser anticipated must still end the
-            # job with a reason instead of being retried forever.
-            logger.exception("version %s failed unexpectedly", version_id)
-            _fail(version, f"could not process the file ({type(error).__name__})")
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, version_id])
+        _process(version)
+
+
+def _process(version: DocumentVersion) -> None:
+    try:
+        windows = _parse_and_chunk(version)
+        _embed_and_store(version, windows)
+        _swap_in(version)
+    except ParseError as error:
+        _fail(version, str(error))
+    except SoftTimeLimitExceeded:
+        minutes = settings.KB_INGEST_TIME_LIMIT // 60
+        _fail(version, f"processing took longer than the limit of {minutes} minutes")
+    except DatabaseError:
+        raise  # transient (connection lost, server restarting): the task is retried
+    except Exception as error:
+        # A file that trips a library in a way no parser anticipated must still end the
+        # job with a reason instead of being retried forever.
+        logger.exception("version %s failed unexpectedly", version.pk)
+        _fail(version, f"could not process the file ({type(error).__name__})")
 
 
 def finish_jobs(version_ids: list[int], *, on_progress: Callable[[int], None] | None = None) -> bool:
@@ -273,15 +269,7 @@ def stalled_versions() -> list[int]:
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    stalled = []
-    # Transaction-level locks, released at once when the check ends; a worker that tries to
-    # take one of them meanwhile retries briefly (see _lock).
-    with transaction.atomic(), connection.cursor() as cursor:
-        for pk in candidates:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, pk])
-            if cursor.fetchone()[0]:
-                stalled.append(pk)
-    return stalled
+    return job_locks.unheld(job_locks.INGESTION, candidates)
 
 
 def requeue_stalled_versions() -> list[int]:
@@ -295,17 +283,6 @@ def requeue_stalled_versions() -> list[int]:
     for pk in stalled:
         queue_version(pk)
     return stalled
-
-
-def _lock(version_id: int) -> bool:
-    """Take the job's session lock; False when another worker holds it."""
-    with connection.cursor() as cursor:
-        for _ in range(LOCK_ATTEMPTS):
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, version_id])
-            if cursor.fetchone()[0]:
-                return True
-            time.sleep(LOCK_RETRY_SECONDS)
-    return False
 
 
 def _set_state(version: DocumentVersion, state: str, **fields) -> None:

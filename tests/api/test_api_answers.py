@@ -1,11 +1,18 @@
 """Questions through the API with the real engine (SmolLM2) and fact-checker: answers with their
 citations and verdicts, feedback, history, batches; nobody sees another user's questions."""
 
+from datetime import timedelta
+
+import psycopg
 import pytest
+from django.db import connection
+from django.utils import timezone
 
 from kb.models import AskBatch, Feedback
-from kb.services.batches import answer_batch
+from kb.services.batches import answer_batch, requeue_stalled_batches, stalled_batches
+from kb.services.job_locks import ANSWER_BATCH
 from tests.api.test_api import org  # noqa: F401  (fixture)
+from tests.conftest import database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -107,3 +114,30 @@ def test_a_batch_is_checked_on_submission_and_answered_item_by_item(api, org, en
     ]
     assert all(item["result"]["answer"]["outcome"] in ("answered", "not_found") for item in finished["items"])
     assert api(org["bob"]).get(f"/api/v1/batches/{batch['id']}").status_code == 404
+
+
+def test_stalled_batches_are_running_ones_no_worker_holds_and_queued_ones_waiting_too_long(
+    api,
+    org,  # noqa: F811
+    settings,
+):
+    def batch(state: str, waited: float = 0) -> int:
+        response = api(org["alice"]).post("/api/v1/batches", {"questions": [QUESTION]}, format="json")
+        updated_at = timezone.now() - timedelta(seconds=waited)
+        AskBatch.objects.filter(pk=response.json()["id"]).update(state=state, updated_at=updated_at)
+        return response.json()["id"]
+
+    dead = batch(AskBatch.State.RUNNING)
+    alive = batch(AskBatch.State.RUNNING)
+    waiting = batch(AskBatch.State.QUEUED)
+    lost = batch(AskBatch.State.QUEUED, waited=settings.KB_QUEUED_JOB_TIMEOUT + 60)
+    batch(AskBatch.State.DONE)
+    with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other_worker:
+        other_worker.execute("SELECT pg_advisory_lock(%s, %s)", [ANSWER_BATCH, alive])
+        assert stalled_batches() == [dead, lost]
+        answer_batch(alive)  # a second delivery of the task the other worker is running
+        assert AskBatch.objects.get(pk=alive).done == 0
+        assert requeue_stalled_batches() == [dead, lost]
+        assert AskBatch.objects.get(pk=dead).state == AskBatch.State.QUEUED
+        assert stalled_batches() == []  # queued again just now: no second message
+    assert waiting not in stalled_batches()

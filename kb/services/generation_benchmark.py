@@ -1,0 +1,190 @@
+"""`manage.py bench generation`: what the answer generator costs on this machine, as JSON.
+
+For the served generator (KB_ENGINE_MODEL) at INT8 and FP32, whichever are built: the size of each
+build; time to first token and decode tokens/s for prompts of 512 and 1,024 tokens with 128 new
+tokens (inference.bench's single-sequence measurements). For the INT8 build behind the engine's own
+scheduler (dynamic batching, the engine's default batch size): total tokens/s of 1, 8 and 32
+requests sent at once, prefill included, as the HTTP clients see it; and time to first token of the
+standard answer prompt (the answering pipeline's messages: instructions, KB_ANSWER_SOURCES excerpts
+of KB_ANSWER_SOURCE_CHARS characters, a question), first with the engine's system-prefix cache cold,
+then warm. A benchmark, not a test: numbers move with whatever else the machine is doing.
+"""
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+from django.conf import settings
+
+from inference.bench import decode_rate, prompt_of, time_to_first_token
+from inference.catalog import PRECISIONS, generator_named
+from inference.chat import ChatTokenizer
+from inference.engine import Engine
+from inference.model_store import build_path, models_dir, read_manifest
+from inference.runner import ModelRunner
+from inference.sampling import SamplingParams
+from inference.serve import DEFAULT_MAX_BATCH
+from kb.answering.prompt import answer_messages
+
+PROMPT_TOKENS = (512, 1024)
+NEW_TOKENS = 128
+CONCURRENCY = (1, 8, 32)
+# Short, so that 32 prefills do not dominate the throughput of decoding together.
+CONCURRENT_MESSAGES = [{"role": "user", "content": "Describe in detail how a company library is organised."}]
+# The issue's targets on a 2-core CPU.
+TARGETS = {
+    "int8_decode_speedup_at_least": 2.0,
+    "8_concurrent_over_1_at_least": 4.0,
+    "answer_prompt_first_token_at_most_s": 4.0,
+}
+
+
+class GenerationBenchmarkError(Exception):
+    """Nothing to measure (no build of the model, no dev question to build the prompt from)."""
+
+
+@dataclass(frozen=True)
+class Excerpt:
+    """What answer_messages reads of a kb.answering.sources.Source, without a database behind it."""
+
+    number: int
+    title: str
+    text: str
+    page: int | None = None
+
+
+def bench_generation(
+    *,
+    docs: Path,
+    questions: Path,
+    model: str | None = None,
+    prompt_tokens: tuple[int, ...] = PROMPT_TOKENS,
+    new_tokens: int = NEW_TOKENS,
+    concurrency: tuple[int, ...] = CONCURRENCY,
+    on_step: Callable[[str], None] | None = None,
+) -> dict:
+    model = model or settings.KB_ENGINE_MODEL
+    generator = generator_named(model)
+    builds = {
+        precision: path
+        for precision in PRECISIONS
+        if (path := build_path(models_dir(), model, generator.version, precision)).is_dir()
+    }
+    if "int8" not in builds:
+        raise GenerationBenchmarkError(f"{model} has no INT8 build: run ./run manage build_models {model}")
+    step = on_step or (lambda name: None)
+    per_precision = {}
+    for precision, build_dir in builds.items():
+        step(f"{precision}: prompts of {', '.join(map(str, prompt_tokens))} tokens")
+        per_precision[precision] = _single_sequence(build_dir, prompt_tokens, new_tokens)
+    step("int8: concurrent requests through the scheduler")
+    engine = Engine(builds["int8"], max_batch=DEFAULT_MAX_BATCH, max_queue=max(concurrency))
+    engine.start()
+    try:
+        throughput = {str(n): asyncio.run(_concurrent_rate(engine, n, new_tokens)) for n in concurrency}
+        step("int8: the standard answer prompt")
+        answer_prompt = asyncio.run(_answer_prompt_first_token(engine, _answer_prompt(docs, questions)))
+    finally:
+        engine.stop()
+    return _report(model, builds, per_precision, throughput, answer_prompt)
+
+
+def _single_sequence(build_dir: Path, prompt_tokens: tuple[int, ...], new_tokens: int) -> dict:
+    runner = ModelRunner(build_dir, context_length=max(prompt_tokens) + new_tokens + 1)
+    tokenizer = ChatTokenizer(build_dir)
+    measured = {"execution_provider": runner.execution_provider}
+    for tokens in prompt_tokens:
+        prompt_ids = prompt_of(tokenizer, tokens)
+        measured[str(tokens)] = {
+            "time_to_first_token_s": round(time_to_first_token(runner, prompt_ids), 2),
+            "decode_tokens_per_s": round(decode_rate(runner, prompt_ids, new_tokens), 2),
+        }
+    return measured
+
+
+async def _concurrent_rate(engine: Engine, requests: int, new_tokens: int) -> dict:
+    """Total generated tokens per second of `requests` submitted at once (greedy; a request may end
+    at its end-of-sequence token before `new_tokens`)."""
+    params = SamplingParams(temperature=0.0, max_tokens=new_tokens)
+    started = time.perf_counter()
+    completions = [engine.submit(CONCURRENT_MESSAGES, params) for _ in range(requests)]
+    tokens = sum(await asyncio.gather(*(_token_count(completion) for completion in completions)))
+    elapsed = time.perf_counter() - started
+    return {"tokens": tokens, "seconds": round(elapsed, 2), "tokens_per_s": round(tokens / elapsed, 2)}
+
+
+async def _token_count(completion) -> int:
+    return sum([1 async for _ in completion.chunks()])
+
+
+async def _answer_prompt_first_token(engine: Engine, messages: list[dict[str, str]]) -> dict:
+    params = SamplingParams(temperature=0.0, max_tokens=1)
+
+    async def first_token() -> float:
+        started = time.perf_counter()
+        async for _ in engine.submit(messages, params).chunks():
+            break
+        return round(time.perf_counter() - started, 2)
+
+    prompt_ids = engine.tokenizer.encode(engine.tokenizer.render(messages))
+    cold = await first_token()  # computes the system prompt's KV cache
+    warm = await first_token()
+    return {"prompt_tokens": len(prompt_ids), "cold_prefix_s": cold, "warm_prefix_s": warm}
+
+
+def _answer_prompt(docs: Path, questions: Path) -> list[dict[str, str]]:
+    """The answering pipeline's messages for the first English dev question with a source document,
+    from consecutive excerpts of that document the size the pipeline quotes."""
+    for line in questions.read_text().splitlines():
+        question = json.loads(line)
+        if question.get("lang") == "en" and question.get("doc") and (docs / question["doc"]).is_file():
+            text = (docs / question["doc"]).read_text()
+            size = settings.KB_ANSWER_SOURCE_CHARS
+            excerpts = [
+                Excerpt(number, question["doc"], text[start : start + size])
+                for number, start in enumerate(range(0, len(text), size), start=1)
+            ][: settings.KB_ANSWER_SOURCES]
+            return answer_messages(question["question"], excerpts, language="en")
+    raise GenerationBenchmarkError(f"{questions} holds no English question with its document in {docs}")
+
+
+def _report(model, builds, per_precision, throughput, answer_prompt) -> dict:
+    sizes = {precision: read_manifest(path)["total_size"] for precision, path in builds.items()}
+    report = {
+        "model": model,
+        "machine": {"cpus": os.cpu_count(), "onnxruntime": ort.__version__},
+        "size_bytes": sizes,
+        "single_sequence": per_precision,
+        "concurrent_requests": {"max_batch": DEFAULT_MAX_BATCH, "int8": throughput},
+        "answer_prompt_first_token": answer_prompt,
+    }
+    measured = {"answer_prompt_first_token_at_most_s": answer_prompt["warm_prefix_s"]}
+    one, eight = throughput.get("1"), throughput.get("8")
+    if one and eight:
+        measured["8_concurrent_over_1_at_least"] = round(eight["tokens_per_s"] / one["tokens_per_s"], 2)
+    if "fp32" in builds:
+        report["size_reduction_fp32_over_int8"] = round(sizes["fp32"] / sizes["int8"], 2)
+        report["int8_decode_speedup"] = {
+            tokens: round(
+                per_precision["int8"][tokens]["decode_tokens_per_s"]
+                / per_precision["fp32"][tokens]["decode_tokens_per_s"],
+                2,
+            )
+            for tokens in per_precision["int8"]
+            if tokens != "execution_provider"
+        }
+        measured["int8_decode_speedup_at_least"] = min(report["int8_decode_speedup"].values())
+    report["targets"] = {
+        name: {"wanted": TARGETS[name], "measured": value, "met": _met(name, value)}
+        for name, value in measured.items()
+    }
+    return report
+
+
+def _met(name: str, value: float) -> bool:
+    return value <= TARGETS[name] if name.endswith("_at_most_s") else value >= TARGETS[name]

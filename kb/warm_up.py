@@ -1,0 +1,21 @@
+"""The models a web process needs, loaded before it takes its first request.
+
+Loaded lazily instead, the first searches and questions after a start would each wait seconds,
+and concurrent first requests would each load their own copy (functools.cache does not hold
+back a second caller while the first one loads): 43 copies of the encoder on a cold server under
+`bench load`.
+"""
+
+from django.conf import settings
+
+from kb.answering.factcheck import entailment_model
+from kb.ingestion.sentences import english_pipeline
+from retrieval.embedding import load_encoder
+from retrieval.tokenizer import search_tokens
+
+
+def load_models() -> None:
+    load_encoder(settings.KB_EMBEDDING_MODEL)  # query embeddings
+    entailment_model()  # the answers' fact-check
+    english_pipeline()  # answer sentences
+    search_tokens("预热 warm-up")  # jieba's dictionary (Chinese queries) and the stop words
