@@ -19,7 +19,15 @@ def dev_set(tmp_path):
     questions = tmp_path / "questions.jsonl"
     rows = [
         {"id": "q0", "question": "年假可以结转几天？", "doc": "leave.md", "lang": "zh"},
-        {"id": "q1", "question": "How many days carry over?", "doc": "leave.md", "lang": "en"},
+        {"id": "q1", "question": "How many days carry over?", "doc": "leave.md", "lang": "en", "answers": []},
+        {
+            "id": "q2",
+            "question": "How many days of annual leave can employees carry over?",
+            "answers": ["five days", "5"],
+            "doc": "leave.md",
+            "evidence": "carry over five days",
+            "lang": "en",
+        },
     ]
     questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return docs, questions
@@ -38,9 +46,10 @@ def test_generation_benchmark_measures_both_precisions_batches_and_the_answer_pr
         prompt_tokens=(48,),
         new_tokens=6,
         concurrency=(1, 3),
+        quality_questions=1,
         on_step=steps.append,
     )
-    assert len(steps) == len(report["size_bytes"]) + 2
+    assert len(steps) == len(report["size_bytes"]) + 3
     for precision, size in report["size_bytes"].items():
         assert size == read_manifest(smollm2_builds[precision])["total_size"]
         measured = report["single_sequence"][precision]["48"]
@@ -53,6 +62,15 @@ def test_generation_benchmark_measures_both_precisions_batches_and_the_answer_pr
     answer_prompt = report["answer_prompt_first_token"]
     assert answer_prompt["prompt_tokens"] > 100
     assert 0 < answer_prompt["warm_prefix_s"] and 0 < answer_prompt["cold_prefix_s"]
+    quality = report["answer_quality"]
+    assert quality["questions"] == 1  # q0 is Chinese and q1 unanswerable: only q2 is asked
+    assert set(quality) == {
+        "questions",
+        "int8_containing_a_gold_answer",
+        "fp32_containing_a_gold_answer",
+        "int8_identical_to_fp32",
+    }
+    assert all(0 <= value <= 1 for value in quality.values())
     targets = report["targets"]
     assert targets["answer_prompt_first_token_at_most_s"]["measured"] == answer_prompt["warm_prefix_s"]
     for name, target in targets.items():

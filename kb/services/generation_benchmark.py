@@ -7,7 +7,10 @@ scheduler (dynamic batching, the engine's default batch size): total tokens/s of
 requests sent at once, prefill included, as the HTTP clients see it; and time to first token of the
 standard answer prompt (the answering pipeline's messages: instructions, KB_ANSWER_SOURCES excerpts
 of KB_ANSWER_SOURCE_CHARS characters, a question), first with the engine's system-prefix cache cold,
-then warm. A benchmark, not a test: numbers move with whatever else the machine is doing.
+then warm. And the quality check of INT8: both precisions answer the first `quality_questions`
+answerable English dev questions greedily from that same prompt (the excerpt holding the evidence
+first): how many answers contain a gold answer, and how many INT8 answers are FP32's word for word.
+A benchmark, not a test: numbers move with whatever else the machine is doing.
 """
 
 import asyncio
@@ -25,6 +28,7 @@ from inference.bench import decode_rate, prompt_of, time_to_first_token
 from inference.catalog import PRECISIONS, generator_named
 from inference.chat import ChatTokenizer
 from inference.engine import Engine
+from inference.generation import generate
 from inference.model_store import build_path, models_dir, read_manifest
 from inference.runner import ModelRunner
 from inference.sampling import SamplingParams
@@ -34,6 +38,7 @@ from kb.answering.prompt import answer_messages
 PROMPT_TOKENS = (512, 1024)
 NEW_TOKENS = 128
 CONCURRENCY = (1, 8, 32)
+QUALITY_QUESTIONS = 20
 # Short, so that 32 prefills do not dominate the throughput of decoding together.
 CONCURRENT_MESSAGES = [{"role": "user", "content": "Describe in detail how a company library is organised."}]
 # The issue's targets on a 2-core CPU.
@@ -66,6 +71,7 @@ def bench_generation(
     prompt_tokens: tuple[int, ...] = PROMPT_TOKENS,
     new_tokens: int = NEW_TOKENS,
     concurrency: tuple[int, ...] = CONCURRENCY,
+    quality_questions: int = QUALITY_QUESTIONS,
     on_step: Callable[[str], None] | None = None,
 ) -> dict:
     model = model or settings.KB_ENGINE_MODEL
@@ -77,6 +83,9 @@ def bench_generation(
     }
     if "int8" not in builds:
         raise GenerationBenchmarkError(f"{model} has no INT8 build: run ./run manage build_models {model}")
+    dev = _answerable(docs, questions)[:quality_questions]
+    if not dev:
+        raise GenerationBenchmarkError(f"{questions} holds no answerable English question with its document")
     step = on_step or (lambda name: None)
     per_precision = {}
     for precision, build_dir in builds.items():
@@ -88,10 +97,12 @@ def bench_generation(
     try:
         throughput = {str(n): asyncio.run(_concurrent_rate(engine, n, new_tokens)) for n in concurrency}
         step("int8: the standard answer prompt")
-        answer_prompt = asyncio.run(_answer_prompt_first_token(engine, _answer_prompt(docs, questions)))
+        answer_prompt = asyncio.run(_answer_prompt_first_token(engine, _answer_messages(dev[0], docs)))
     finally:
         engine.stop()
-    return _report(model, builds, per_precision, throughput, answer_prompt)
+    step(f"answers to {len(dev)} dev questions at {' and '.join(builds)}")
+    quality = _answer_quality(builds, dev, docs)
+    return _report(model, builds, per_precision, throughput, answer_prompt, quality)
 
 
 def _single_sequence(build_dir: Path, prompt_tokens: tuple[int, ...], new_tokens: int) -> dict:
@@ -137,23 +148,61 @@ async def _answer_prompt_first_token(engine: Engine, messages: list[dict[str, st
     return {"prompt_tokens": len(prompt_ids), "cold_prefix_s": cold, "warm_prefix_s": warm}
 
 
-def _answer_prompt(docs: Path, questions: Path) -> list[dict[str, str]]:
-    """The answering pipeline's messages for the first English dev question with a source document,
-    from consecutive excerpts of that document the size the pipeline quotes."""
-    for line in questions.read_text().splitlines():
-        question = json.loads(line)
-        if question.get("lang") == "en" and question.get("doc") and (docs / question["doc"]).is_file():
-            text = (docs / question["doc"]).read_text()
-            size = settings.KB_ANSWER_SOURCE_CHARS
-            excerpts = [
-                Excerpt(number, question["doc"], text[start : start + size])
-                for number, start in enumerate(range(0, len(text), size), start=1)
-            ][: settings.KB_ANSWER_SOURCES]
-            return answer_messages(question["question"], excerpts, language="en")
-    raise GenerationBenchmarkError(f"{questions} holds no English question with its document in {docs}")
+def _answerable(docs: Path, questions: Path) -> list[dict]:
+    """English dev questions with gold answers and their document at hand, in file order."""
+    rows = [json.loads(line) for line in questions.read_text().splitlines() if line.strip()]
+    return [
+        row
+        for row in rows
+        if row.get("lang") == "en" and row.get("answers") and row.get("doc") and (docs / row["doc"]).is_file()
+    ]
 
 
-def _report(model, builds, per_precision, throughput, answer_prompt) -> dict:
+def _answer_messages(question: dict, docs: Path) -> list[dict[str, str]]:
+    """The answering pipeline's messages for a dev question: KB_ANSWER_SOURCES excerpts of its
+    document the size the pipeline quotes, the one holding the evidence first (as retrieval would
+    rank it), then others from the document's start."""
+    text = (docs / question["doc"]).read_text()
+    size = settings.KB_ANSWER_SOURCE_CHARS
+    evidence_at = max(text.find(question.get("evidence") or ""), 0)
+    first = max(evidence_at - size // 4, 0)
+    others = [start for start in range(0, len(text), size) if abs(start - first) >= size]
+    starts = [first, *others][: settings.KB_ANSWER_SOURCES]
+    excerpts = [
+        Excerpt(number, question["doc"], text[start : start + size]) for number, start in enumerate(starts, 1)
+    ]
+    return answer_messages(question["question"], excerpts, language="en")
+
+
+def _answer_quality(builds: dict[str, Path], dev: list[dict], docs: Path) -> dict:
+    params = SamplingParams(temperature=0.0, max_tokens=settings.KB_ANSWER_MAX_TOKENS)
+    answers = {}
+    for precision, build_dir in builds.items():
+        runner = ModelRunner(build_dir)
+        tokenizer = ChatTokenizer(build_dir)
+        answers[precision] = [
+            "".join(
+                chunk.text
+                for chunk in generate(
+                    runner, tokenizer, tokenizer.encode(tokenizer.render(_answer_messages(row, docs))), params
+                )
+            )
+            for row in dev
+        ]
+    quality = {"questions": len(dev)}
+    for precision, texts in answers.items():
+        quality[f"{precision}_containing_a_gold_answer"] = sum(
+            any(gold.casefold() in text.casefold() for gold in row["answers"])
+            for row, text in zip(dev, texts, strict=True)
+        )
+    if "fp32" in answers:
+        quality["int8_identical_to_fp32"] = sum(
+            int8 == fp32 for int8, fp32 in zip(answers["int8"], answers["fp32"], strict=True)
+        )
+    return quality
+
+
+def _report(model, builds, per_precision, throughput, answer_prompt, quality) -> dict:
     sizes = {precision: read_manifest(path)["total_size"] for precision, path in builds.items()}
     report = {
         "model": model,
@@ -162,6 +211,7 @@ def _report(model, builds, per_precision, throughput, answer_prompt) -> dict:
         "single_sequence": per_precision,
         "concurrent_requests": {"max_batch": DEFAULT_MAX_BATCH, "int8": throughput},
         "answer_prompt_first_token": answer_prompt,
+        "answer_quality": quality,
     }
     measured = {"answer_prompt_first_token_at_most_s": answer_prompt["warm_prefix_s"]}
     one, eight = throughput.get("1"), throughput.get("8")

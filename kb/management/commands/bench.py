@@ -27,7 +27,8 @@ class Command(BaseCommand):
         "'load': --users virtual users searching, asking and uploading over HTTP against the running "
         "server at --url for --seconds: latency percentiles, errors and the engine's queue depth. "
         "'generation': the answer generator's size, first-token time and decode rate at INT8 and FP32, "
-        "throughput of 1, 8 and 32 concurrent requests, first token of the standard answer prompt."
+        "throughput of 1, 8 and 32 concurrent requests, first token of the standard answer prompt, INT8 "
+        "and FP32 answers to the dev questions compared."
     )
 
     def add_arguments(self, parser):
