@@ -89,13 +89,19 @@ class Engine:
         *,
         max_batch: int,
         max_queue: int,
+        max_wait: float = 0.0,
         context_length: int = DEFAULT_CONTEXT_TOKENS,
     ) -> None:
         self.runner = ModelRunner(build_dir, context_length=context_length)
         self.tokenizer = ChatTokenizer(build_dir)
         self.metrics = EngineMetrics()
         self.scheduler = Scheduler(
-            self.runner, self.tokenizer, self.metrics, max_batch=max_batch, max_queue=max_queue
+            self.runner,
+            self.tokenizer,
+            self.metrics,
+            max_batch=max_batch,
+            max_queue=max_queue,
+            max_wait=max_wait,
         )
 
     @property

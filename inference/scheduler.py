@@ -4,7 +4,9 @@ Requests wait in a bounded queue; the loop admits them while the batch has room 
 sequences). Each admitted request joins the batch with its prefill, run on its own row and started
 from the cached KV cache of its system prompt when it has one, which gives its first token. Then one
 decode pass appends a token to every sequence in the batch at once. So newcomers' prefills run
-between decode passes, and sequences join and leave the batch at any pass.
+between decode passes, and sequences join and leave the batch at any pass. An idle engine may wait up
+to `max_wait` seconds after a first request for others to start with it (a burst of requests then
+decodes together from its first token on); 0, the default, starts at once.
 """
 
 import logging
@@ -77,17 +79,20 @@ class Scheduler:
         *,
         max_batch: int,
         max_queue: int,
+        max_wait: float = 0.0,
         prefix_cache_size: int = PREFIX_CACHE_SIZE,
     ) -> None:
-        if max_batch < 1 or max_queue < 0:
+        if max_batch < 1 or max_queue < 0 or max_wait < 0:
             raise ValueError(
-                f"max_batch must be at least 1 and max_queue at least 0 ({max_batch}, {max_queue})"
+                f"max_batch must be at least 1, max_queue and max_wait at least 0 "
+                f"({max_batch}, {max_queue}, {max_wait})"
             )
         self.runner = runner
         self.tokenizer = tokenizer
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_queue = max_queue
+        self.max_wait = max_wait
         self._prefixes = PrefixCacheLRU(prefix_cache_size)
         self._batch = runner.new_batch(max_batch)
         self._waiting: deque[GenerationRequest] = deque()
@@ -142,6 +147,7 @@ class Scheduler:
             with self._wakeup:
                 while not self._stopping and not self._waiting and not self._running:
                     self._wakeup.wait()
+                self._gather_burst()
                 if self._stopping:
                     return
                 admitted = []
@@ -156,6 +162,17 @@ class Scheduler:
                 self._leave(running)
             if self._running:
                 self._decode()
+
+    def _gather_burst(self) -> None:
+        """With nothing running, wait (lock held by the caller) until the batch could be filled or
+        the first waiting request has waited `max_wait`."""
+        if self._running or not self.max_wait:
+            return
+        while not self._stopping and self._waiting and len(self._waiting) < self.max_batch:
+            left = self._waiting[0].arrived_at + self.max_wait - time.monotonic()
+            if left <= 0:
+                return
+            self._wakeup.wait(left)
 
     def _start(self, request: GenerationRequest) -> None:
         """Prefill `request` into a new row of the batch and deliver its first token."""

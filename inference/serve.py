@@ -1,7 +1,7 @@
 """The engine's HTTP service: the OpenAI chat-completions API, health and Prometheus metrics.
 
     python -m inference.serve --model NAME [--precision int8] [--host 127.0.0.1] [--port 8100]
-                              [--max-batch 8] [--max-queue 32] [--context-length 4096]
+                              [--max-batch 8] [--max-queue 32] [--max-wait-ms 0] [--context-length 4096]
 
 Routes: POST /v1/chat/completions (`stream` false: one JSON answer; true: Server-Sent Events of
 chunks, then `data: [DONE]`), GET /v1/models, GET /health, GET /metrics. A small plain ASGI app run
@@ -369,10 +369,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
     parser.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE)
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0,
+        help="how long an idle engine waits after a request for others to batch with it",
+    )
     parser.add_argument("--context-length", type=int, default=DEFAULT_CONTEXT_TOKENS)
     args = parser.parse_args(argv)
-    if not 1 <= args.max_batch <= 128 or args.max_queue < 0:
-        parser.error("--max-batch must be between 1 and 128, --max-queue at least 0")
+    if not 1 <= args.max_batch <= 128 or args.max_queue < 0 or args.max_wait_ms < 0:
+        parser.error("--max-batch must be between 1 and 128, --max-queue and --max-wait-ms at least 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         generator = generator_named(args.model)
@@ -381,17 +387,22 @@ def main(argv: list[str] | None = None) -> None:
     build_dir = build_path(models_dir(), generator.name, args.version or generator.version, args.precision)
     try:
         engine = Engine(
-            build_dir, max_batch=args.max_batch, max_queue=args.max_queue, context_length=args.context_length
+            build_dir,
+            max_batch=args.max_batch,
+            max_queue=args.max_queue,
+            max_wait=args.max_wait_ms / 1000,
+            context_length=args.context_length,
         )
     except InvalidBuild as error:
         sys.exit(f"cannot serve {args.model}: {error}")
     logger.info(
-        "serving %s at http://%s:%d (max batch %d, max queue %d, context %d tokens)",
+        "serving %s at http://%s:%d (max batch %d, max queue %d, max wait %g ms, context %d tokens)",
         " ".join(engine.describe().values()),
         args.host,
         args.port,
         args.max_batch,
         args.max_queue,
+        args.max_wait_ms,
         engine.runner.context_length,
     )
     # One process holds the model and its scheduler; without workers=1 uvicorn would take the web's

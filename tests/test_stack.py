@@ -60,7 +60,7 @@ def test_run_recovers_from_crashes_keeps_data_and_stops_cleanly(stack):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{stack.port}" in result.stdout
+    assert f"cannot listen on 127.0.0.1:{stack.port}" in result.stderr
     assert not (other.var / "pg" / "data").exists()
     shutil.rmtree(other.var)
 

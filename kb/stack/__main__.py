@@ -31,7 +31,8 @@ ENGINE_HOST = "127.0.0.1"
 
 
 def say(message: str) -> None:
-    print(f"kb: {message}", flush=True)
+    # On stderr, so that `./run manage bench … > report.json` writes only the command's output.
+    print(f"kb: {message}", file=sys.stderr, flush=True)
 
 
 class StackError(RuntimeError):

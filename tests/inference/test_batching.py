@@ -6,6 +6,7 @@ greedy tokens here, which the HTTP test relies on.
 """
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -174,3 +175,41 @@ def test_scheduler_gives_concurrent_requests_the_completions_they_get_alone(fp32
     samples = dict(line.split() for line in rendered if not line.startswith("#") and "{" not in line)
     # Rows ran together: a mean decode batch above one (three most of the time, timing permitting).
     assert int(samples["kb_engine_decoded_sequences_total"]) > int(samples["kb_engine_decode_passes_total"])
+
+
+def test_an_idle_scheduler_with_max_wait_starts_a_burst_together(int8_runner, tokenizer, prompts):
+    """The first request's first token comes only after the second request arrived a second later
+    (the engine waited to start them together); without max_wait the first starts alone at once."""
+
+    def run(max_wait: float) -> tuple[float, float]:
+        first_token_at, done = [], threading.Semaphore(0)
+
+        def on_event(event):
+            if not first_token_at:
+                first_token_at.append(time.monotonic())
+            if isinstance(event, Exception) or event.finish_reason is not None:
+                done.release()
+
+        def second_done(event):
+            if isinstance(event, Exception) or event.finish_reason is not None:
+                done.release()
+
+        metrics = EngineMetrics()
+        scheduler = Scheduler(int8_runner, tokenizer, metrics, max_batch=2, max_queue=2, max_wait=max_wait)
+        scheduler.start()
+        params = SamplingParams(temperature=0.0, max_tokens=8)
+        try:
+            scheduler.submit(GenerationRequest(prompts[0], params, on_event))
+            time.sleep(1.0)
+            second_at = time.monotonic()
+            scheduler.submit(GenerationRequest(prompts[1], params, second_done))
+            assert done.acquire(timeout=60) and done.acquire(timeout=60)
+        finally:
+            scheduler.stop()
+        return first_token_at[0], second_at
+
+    first_token, second_arrived = run(max_wait=5.0)
+    # It waited, and started when the batch was full rather than when the 5 s were up.
+    assert second_arrived < first_token < second_arrived + 3.5
+    first_token, second_arrived = run(max_wait=0.0)
+    assert first_token < second_arrived
