@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def stack():
-    with separate_stack() as stack:
+    with separate_stack(KB_ENGINE_MAX_BATCH="3", KB_ENGINE_MAX_QUEUE="5") as stack:
         yield stack
 
 
@@ -30,6 +30,8 @@ def test_run_recovers_from_crashes_keeps_data_and_stops_cleanly(stack):
     assert report["database"]["pgvector"] and report["worker"]["status"] == "up"
     assert report["engine"]["status"] == "up"
     assert report["engine"]["detail"]["model"] == "smollm2-135m-instruct"
+    # The engine's scheduler settings reach it from the environment.
+    assert (report["engine"]["detail"]["max_batch"], report["engine"]["detail"]["max_queue"]) == (3, 5)
     assert stack.sql("SELECT username FROM auth_user WHERE is_superuser") == [("admin",)]
     stack.sql("INSERT INTO kb_collection (name, description, created_at) VALUES ('Kept', '', now())")
 

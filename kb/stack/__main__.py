@@ -232,9 +232,20 @@ def _start_application(
     say(f"logs in {supervisor.layout.log_dir}; press Ctrl-C to stop")
 
 
+# Scheduler settings passed on to `python -m inference.serve` when set (it checks them).
+ENGINE_OPTIONS = {
+    "KB_ENGINE_MAX_BATCH": "--max-batch",
+    "KB_ENGINE_MAX_QUEUE": "--max-queue",
+    "KB_ENGINE_MAX_WAIT_MS": "--max-wait-ms",
+}
+
+
 def _engine_service(engine: LocalEngine) -> Service:
     command = [PYTHON, "-m", "inference.serve", "--model", engine.model, "--precision", "int8"]
     command += ["--host", ENGINE_HOST, "--port", str(engine.port)]
+    for variable, option in ENGINE_OPTIONS.items():
+        if os.environ.get(variable):
+            command += [option, os.environ[variable]]
     return Service("engine", command, stop_timeout=20)
 
 
