@@ -386,6 +386,11 @@ def test_redis_killed_search_still_answers_and_every_upload_is_indexed_once(stac
             during = dict(zip(REDIS_DOCS_DURING, responses, strict=True))
         batch = api.client.post("/batches", json={"questions": [REDIS_QUESTION], "collections": [collection]})
         assert batch.status_code == 202, batch.text
+        # Asking needs no Redis either: no cache, no limits, sensitive terms read from the table.
+        asked = api.ask(REDIS_QUESTION, collection)
+        assert asked.status_code == 200, log_tail(stack, "web")
+        assert asked.json()["answer"]["outcome"] in ("answered", "not_found"), asked.text
+        assert not asked.json()["cache_hit"]
     new_redis = wait_for_new_pid(stack, "redis", redis_pid)
     assert new_redis != redis_pid and "redis exited" in stack.output()
     stack.wait_healthy(timeout=60)
