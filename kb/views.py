@@ -17,12 +17,7 @@ from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from kb.api.errors import (
-    DATABASE_RETRY_SECONDS,
-    DATABASE_UNAVAILABLE,
-    DATABASE_UNAVAILABLE_MESSAGE,
-    error_body,
-)
+from kb.api.errors import DATABASE_RETRY_SECONDS, DATABASE_UNAVAILABLE, database_unavailable
 from kb.models import AnswerSentence, DocumentVersion
 from kb.selectors import (
     correction_of,
@@ -60,10 +55,9 @@ def server_error(request):
     Django's 500 page."""
     if not isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE):
         return defaults.server_error(request)
-    headers = {"Retry-After": str(DATABASE_RETRY_SECONDS)}
     if request.path.startswith("/api/"):
-        body = error_body("database_unavailable", DATABASE_UNAVAILABLE_MESSAGE)
-        return JsonResponse(body, status=503, headers=headers)
+        return database_unavailable()
+    headers = {"Retry-After": str(DATABASE_RETRY_SECONDS)}
     return HttpResponse(render_to_string("503.html"), status=503, headers=headers)
 
 

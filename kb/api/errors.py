@@ -65,11 +65,7 @@ def handle_exception(exc, context):
             return Response(error_body(code, str(exc)), status=status_code)
     if isinstance(exc, DATABASE_UNAVAILABLE):
         logger.warning("API request failed: the database is unavailable (%s)", exc)
-        return Response(
-            error_body("database_unavailable", DATABASE_UNAVAILABLE_MESSAGE),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": str(DATABASE_RETRY_SECONDS)},
-        )
+        return database_unavailable()
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     if isinstance(exc, exceptions.APIException):
@@ -90,6 +86,15 @@ def handle_exception(exc, context):
     return Response(
         error_body("internal_error", "the server could not complete the request; it has been logged"),
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+def database_unavailable() -> JsonResponse:
+    """The 503 an API client gets while PostgreSQL is down, whichever layer met the error."""
+    return JsonResponse(
+        error_body("database_unavailable", DATABASE_UNAVAILABLE_MESSAGE),
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(DATABASE_RETRY_SECONDS)},
     )
 
 

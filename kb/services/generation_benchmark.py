@@ -14,7 +14,6 @@ A benchmark, not a test: numbers move with whatever else the machine is doing.
 """
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from inference.runner import ModelRunner
 from inference.sampling import SamplingParams
 from inference.serve import DEFAULT_MAX_BATCH
 from kb.answering.prompt import answer_messages
+from kb.services.evaluation import Question, load_questions
 
 PROMPT_TOKENS = (512, 1024)
 NEW_TOKENS = 128
@@ -136,45 +136,44 @@ async def _token_count(completion) -> int:
 async def _answer_prompt_first_token(engine: Engine, messages: list[dict[str, str]]) -> dict:
     params = SamplingParams(temperature=0.0, max_tokens=1)
 
-    async def first_token() -> float:
+    async def first_token() -> tuple[float, int]:
         started = time.perf_counter()
-        async for _ in engine.submit(messages, params).chunks():
+        completion = engine.submit(messages, params)
+        async for _ in completion.chunks():
             break
-        return round(time.perf_counter() - started, 2)
+        return round(time.perf_counter() - started, 2), completion.prompt_tokens
 
-    prompt_ids = engine.tokenizer.encode(engine.tokenizer.render(messages))
-    cold = await first_token()  # computes the system prompt's KV cache
-    warm = await first_token()
-    return {"prompt_tokens": len(prompt_ids), "cold_prefix_s": cold, "warm_prefix_s": warm}
+    cold, prompt_tokens = await first_token()  # computes the system prompt's KV cache
+    warm, _ = await first_token()
+    return {"prompt_tokens": prompt_tokens, "cold_prefix_s": cold, "warm_prefix_s": warm}
 
 
-def _answerable(docs: Path, questions: Path) -> list[dict]:
+def _answerable(docs: Path, questions: Path) -> list[Question]:
     """English dev questions with gold answers and their document at hand, in file order."""
-    rows = [json.loads(line) for line in questions.read_text().splitlines() if line.strip()]
     return [
-        row
-        for row in rows
-        if row.get("lang") == "en" and row.get("answers") and row.get("doc") and (docs / row["doc"]).is_file()
+        question
+        for question in load_questions(questions)
+        if question.lang == "en" and question.answers and question.doc and (docs / question.doc).is_file()
     ]
 
 
-def _answer_messages(question: dict, docs: Path) -> list[dict[str, str]]:
+def _answer_messages(question: Question, docs: Path) -> list[dict[str, str]]:
     """The answering pipeline's messages for a dev question: KB_ANSWER_SOURCES excerpts of its
     document the size the pipeline quotes, the one holding the evidence first (as retrieval would
     rank it), then others from the document's start."""
-    text = (docs / question["doc"]).read_text()
+    text = (docs / question.doc).read_text()
     size = settings.KB_ANSWER_SOURCE_CHARS
-    evidence_at = max(text.find(question.get("evidence") or ""), 0)
+    evidence_at = max(text.find(question.evidence or ""), 0)
     first = max(evidence_at - size // 4, 0)
     others = [start for start in range(0, len(text), size) if abs(start - first) >= size]
     starts = [first, *others][: settings.KB_ANSWER_SOURCES]
     excerpts = [
-        Excerpt(number, question["doc"], text[start : start + size]) for number, start in enumerate(starts, 1)
+        Excerpt(number, question.doc, text[start : start + size]) for number, start in enumerate(starts, 1)
     ]
-    return answer_messages(question["question"], excerpts, language="en")
+    return answer_messages(question.question, excerpts, language="en")
 
 
-def _answer_quality(builds: dict[str, Path], dev: list[dict], docs: Path) -> dict:
+def _answer_quality(builds: dict[str, Path], dev: list[Question], docs: Path) -> dict:
     params = SamplingParams(temperature=0.0, max_tokens=settings.KB_ANSWER_MAX_TOKENS)
     answers = {}
     for precision, build_dir in builds.items():
@@ -184,16 +183,19 @@ def _answer_quality(builds: dict[str, Path], dev: list[dict], docs: Path) -> dic
             "".join(
                 chunk.text
                 for chunk in generate(
-                    runner, tokenizer, tokenizer.encode(tokenizer.render(_answer_messages(row, docs))), params
+                    runner,
+                    tokenizer,
+                    tokenizer.encode(tokenizer.render(_answer_messages(question, docs))),
+                    params,
                 )
             )
-            for row in dev
+            for question in dev
         ]
     quality = {"questions": len(dev)}
     for precision, texts in answers.items():
         quality[f"{precision}_containing_a_gold_answer"] = sum(
-            any(gold.casefold() in text.casefold() for gold in row["answers"])
-            for row, text in zip(dev, texts, strict=True)
+            any(gold.casefold() in text.casefold() for gold in question.answers)
+            for question, text in zip(dev, texts, strict=True)
         )
     if "fp32" in answers:
         quality["int8_identical_to_fp32"] = sum(

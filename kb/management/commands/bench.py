@@ -97,7 +97,7 @@ class Command(BaseCommand):
 
             try:
                 return bench_generation(docs=docs, questions=questions, on_step=step)
-            except GenerationBenchmarkError as error:
+            except (GenerationBenchmarkError, ValueError) as error:  # ValueError: a malformed question line
                 raise CommandError(str(error)) from None
 
     def _load(
