@@ -1,8 +1,16 @@
-"""What the web side uses to talk to an engine: any OpenAI-compatible chat-completions server."""
+"""What the web side uses to talk to engines: any OpenAI-compatible chat-completions servers.
 
+`chat` and `chat_stream` take one engine's URL or a list of replicas; with several, each request
+goes to the replica this process has the fewest requests in flight on, and a retry goes to
+another replica.
+"""
+
+import functools
+import itertools
 import json
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import httpx
 
@@ -32,6 +40,53 @@ def engine_health(base_url: str, timeout: float = 2.0) -> dict:
         return {"status": "ok"}
 
 
+# How long a replica that could not be reached is passed over while another one is left.
+DOWN_SECONDS = 5.0
+
+
+class Replicas:
+    """Engine replicas serving the same model, balanced by requests in flight (least-request
+    balancing, ties taken in turn). Counts are this process's own: every web process balances
+    its requests alone, which spreads the load well enough without any shared state."""
+
+    def __init__(self, urls: Sequence[str]):
+        if not urls:
+            raise EngineUnavailable("no engine is configured")
+        self.urls = [url.rstrip("/") for url in urls]
+        self._in_flight = dict.fromkeys(self.urls, 0)
+        self._down_until = dict.fromkeys(self.urls, 0.0)
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+
+    def acquire(self, avoid: str | None = None) -> str:
+        """The replica for the next request (other than `avoid` when there is a choice)."""
+        with self._lock:
+            start = next(self._turn) % len(self.urls)
+            in_turn = self.urls[start:] + self.urls[:start]
+            now = time.monotonic()
+            candidates = [url for url in in_turn if url != avoid] or in_turn
+            candidates = [url for url in candidates if self._down_until[url] <= now] or candidates
+            url = min(candidates, key=self._in_flight.__getitem__)
+            self._in_flight[url] += 1
+            return url
+
+    def release(self, url: str, *, reached: bool = True) -> None:
+        with self._lock:
+            self._in_flight[url] -= 1
+            if not reached:
+                self._down_until[url] = time.monotonic() + DOWN_SECONDS
+
+
+@functools.cache
+def _replicas(urls: tuple[str, ...]) -> Replicas:
+    # One per list of URLs for the life of the process, so that counts span requests.
+    return Replicas(urls)
+
+
+def replicas(engines: str | Sequence[str]) -> Replicas:
+    return _replicas((engines,) if isinstance(engines, str) else tuple(engines))
+
+
 class EngineRequestRejected(RuntimeError):
     """The engine refused the request itself (4xx other than 429): retrying the same request cannot help."""
 
@@ -45,7 +100,7 @@ MAX_RETRY_WAIT_SECONDS = 10.0
 
 
 def chat(
-    base_url: str,
+    engines: str | Sequence[str],
     messages: list[dict[str, str]],
     *,
     model: str | None = None,
@@ -64,7 +119,7 @@ def chat(
     if stream:
         return "".join(
             chat_stream(
-                base_url,
+                engines,
                 messages,
                 model=model,
                 max_tokens=max_tokens,
@@ -74,14 +129,19 @@ def chat(
             )
         )
     payload = _chat_payload(messages, model, max_tokens, temperature, stream=False)
-    url = f"{base_url.rstrip('/')}/v1/chat/completions"
+    pool, avoid = replicas(engines), None
     with httpx.Client(timeout=timeout) as client:
         for attempt in range(retries + 1):
+            base = avoid = pool.acquire(avoid)
+            url, reached = f"{base}/v1/chat/completions", False
             try:
                 response = client.post(url, json=payload)
+                reached = True
             except httpx.TransportError as error:
                 _wait_or_give_up(attempt, retries, f"engine at {url} is unreachable: {error}", None)
                 continue
+            finally:
+                pool.release(base, reached=reached)
             if response.status_code in RETRYABLE_STATUSES:
                 _wait_or_give_up(attempt, retries, _busy(url, response), response)
                 continue
@@ -91,7 +151,7 @@ def chat(
 
 
 def chat_stream(
-    base_url: str,
+    engines: str | Sequence[str],
     messages: list[dict[str, str]],
     *,
     model: str | None = None,
@@ -106,11 +166,14 @@ def chat_stream(
     EngineUnavailable, since trying again would repeat text the caller has already shown.
     """
     payload = _chat_payload(messages, model, max_tokens, temperature, stream=True)
-    url = f"{base_url.rstrip('/')}/v1/chat/completions"
+    pool, avoid = replicas(engines), None
     with httpx.Client(timeout=timeout) as client:
         for attempt in range(retries + 1):
+            base = avoid = pool.acquire(avoid)
+            url, reached = f"{base}/v1/chat/completions", False
             try:
                 with client.stream("POST", url, json=payload) as response:
+                    reached = True
                     if response.status_code in RETRYABLE_STATUSES:
                         response.read()
                         _wait_or_give_up(attempt, retries, _busy(url, response), response)
@@ -122,6 +185,8 @@ def chat_stream(
                     return
             except httpx.TransportError as error:
                 _wait_or_give_up(attempt, retries, f"engine at {url} is unreachable: {error}", None)
+            finally:
+                pool.release(base, reached=reached)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 

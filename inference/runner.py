@@ -234,5 +234,8 @@ def _providers() -> list[str]:
     produces load errors before falling back, hence the device check.
     """
     if "CUDAExecutionProvider" in ort.get_available_providers() and Path("/dev/nvidiactl").exists():
+        # CUDA and cuDNN from their pip packages (onnxruntime-gpu[cuda,cudnn], the CUDA engine
+        # image), which are not on the loader's path; libraries installed system-wide need none.
+        ort.preload_dlls()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 from kb.stack.layout import PROJECT_DIR, current_layout
 from retrieval.embedding import embedding_model
@@ -159,12 +160,28 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redis re-delivers unacknowledged tasks after this many seconds; longer than any task runs.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+# One queue per kind of work, so each kind of worker scales alone (celery worker -Q embed, or
+# KB_WORKER_QUEUES for ./run worker); a worker started without -Q consumes them all.
+# Each queue has an exchange and routing key of its own name: queues declared by name alone would
+# all share the default exchange and key, and every message would reach every queue.
+CELERY_TASK_QUEUES = [
+    Queue(name, Exchange(name), routing_key=name)
+    for name in ("parse", "embed", "index", "batch", "maintenance")
+]
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+CELERY_TASK_ROUTES = {
+    "kb.tasks.parse_version": {"queue": "parse"},
+    "kb.tasks.embed_version": {"queue": "embed"},
+    "kb.tasks.index_version": {"queue": "index"},
+    "kb.tasks.answer_batch": {"queue": "batch"},
+}
 
 # --- Engine ----------------------------------------------------------------------------------
 
-# An OpenAI-compatible chat-completions server (our inference.serve, vLLM, llama.cpp, Ollama).
-# Unset until ./run starts an engine of its own.
-ENGINE_URL = os.environ.get("ENGINE_URL", "")
+# OpenAI-compatible chat-completions servers (our inference.serve, vLLM, llama.cpp, Ollama):
+# ENGINE_URLS lists replicas, comma-separated, each request going to the least busy; ENGINE_URL
+# names a single one. Unset until ./run starts an engine of its own.
+ENGINE_URLS = env_list("ENGINE_URLS", os.environ.get("ENGINE_URL", ""))
 ENGINE_TIMEOUT = float(os.environ.get("ENGINE_TIMEOUT", "60"))
 # The generator asked for by name (vLLM, llama.cpp and Ollama need one; ours checks it).
 KB_ENGINE_MODEL = os.environ.get("KB_ENGINE_MODEL", "qwen2.5-coder-0.5b-instruct")

@@ -28,14 +28,30 @@ DATABASE_JOB = dict(
 
 
 # The time limits travel in each task message, taken from the process that queues the job
-# (web server, command); every process of a deployment reads the same KB_INGEST_TIME_LIMIT.
-@shared_task(
-    **DATABASE_JOB,
+# (web server, command, the worker of the stage before); every process of a deployment reads
+# the same KB_INGEST_TIME_LIMIT. It bounds each stage.
+INGESTION_STAGE = dict(
+    DATABASE_JOB,
     soft_time_limit=settings.KB_INGEST_TIME_LIMIT,
     time_limit=settings.KB_INGEST_TIME_LIMIT + 60,
 )
-def ingest_version(version_id: int) -> None:
-    ingestion.process_version(version_id)
+
+
+# Each stage is routed to the queue of its name (CELERY_TASK_ROUTES), so that embedding workers,
+# the ones that need the cores, can be scaled alone.
+@shared_task(**INGESTION_STAGE)
+def parse_version(version_id: int) -> None:
+    ingestion.advance(version_id, ingestion.Stage.PARSE)
+
+
+@shared_task(**INGESTION_STAGE)
+def embed_version(version_id: int) -> None:
+    ingestion.advance(version_id, ingestion.Stage.EMBED)
+
+
+@shared_task(**INGESTION_STAGE)
+def index_version(version_id: int) -> None:
+    ingestion.advance(version_id, ingestion.Stage.INDEX)
 
 
 # Each question stores its own answer; a retried or resumed batch skips the answered ones.

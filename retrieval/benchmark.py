@@ -55,10 +55,31 @@ def bench_search(*, chunks: int, docs: Path, questions: Path, queries: int = 100
             "bm25": _bench_bm25(corpus, rng, queries),
             "dense": _bench_dense(texts),
             "hybrid": _bench_hybrid(texts),
+            "storage_bytes_per_passage": _storage(),
         }
     finally:
         with transaction.atomic():
             remove_passages(Passage.objects.filter(scope=BENCH_SCOPE).values_list("id", flat=True))
+
+
+def _storage() -> dict:
+    """What each passage costs in PostgreSQL (all scopes, the bench's passages by far the most):
+    the passage table (text and vector), its HNSW index, its other indexes, the BM25 postings with
+    their indexes. For sizing memory and disk per million chunks."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM retrieval_passage), pg_table_size('retrieval_passage'),"
+            " pg_relation_size('passage_embedding_hnsw'), pg_indexes_size('retrieval_passage'),"
+            " pg_total_relation_size('retrieval_posting')"
+        )
+        passages, table, hnsw, indexes, postings = cursor.fetchone()
+    return {
+        "passages": passages,
+        "passage_table": round(table / passages),
+        "hnsw_index": round(hnsw / passages),
+        "other_passage_indexes": round((indexes - hnsw) / passages),
+        "postings_with_indexes": round(postings / passages),
+    }
 
 
 def _vocabulary(docs: Path) -> tuple[list[str], list[int], list[str]]:

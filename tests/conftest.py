@@ -92,16 +92,19 @@ def wait_for_worker(hostname: str, timeout: float = 60) -> None:
 class WorkerProcess:
     """A real Celery worker process consuming the test broker and writing to the test database."""
 
-    def __init__(self, hostname: str, pool: str = "solo", **env: str):
+    def __init__(self, hostname: str, pool: str = "solo", queues: str = "", **env: str):
+        """`queues`: the ones it consumes, comma-separated (all when empty)."""
         self.hostname = hostname
         self.pool = pool
+        self.queues = queues
         self.env = child_environment(DATABASE_URL=database_url(connection.settings_dict), **env)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "kb", "worker", "--pool", self.pool, "--concurrency", "1"]
-            + ["--hostname", self.hostname, "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+            + ["--hostname", self.hostname, "--loglevel", "WARNING", "--without-mingle", "--without-gossip"]
+            + (["--queues", self.queues] if self.queues else []),
             env=self.env,
             start_new_session=True,
             preexec_fn=die_with_parent,
@@ -225,7 +228,7 @@ SMALL_ANSWER_SETTINGS = {
 @pytest.fixture
 def engine(settings, engine_url):
     """The test engine, with answering settings sized for it."""
-    settings.ENGINE_URL = engine_url
+    settings.ENGINE_URLS = [engine_url]
     for name, value in SMALL_ANSWER_SETTINGS.items():
         setattr(settings, name, value)
     return engine_url
@@ -244,7 +247,7 @@ def web_server(django_db_setup, django_db_blocker, engine_url, tmp_path_factory)
     """The application under uvicorn; yields its base URL."""
     env = child_environment(
         DATABASE_URL=database_url(connection.settings_dict),
-        ENGINE_URL=engine_url,
+        ENGINE_URLS=engine_url,
         **{name: str(value) for name, value in SMALL_ANSWER_SETTINGS.items()},
         **LENIENT_FACTCHECK,
     )

@@ -43,9 +43,8 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
-        inherited = {
-            k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "ENGINE_URL"}
-        }
+        servers = {"DATABASE_URL", "REDIS_URL", "ENGINE_URL", "ENGINE_URLS"}
+        inherited = {k: v for k, v in os.environ.items() if k not in servers}
         return dict(
             inherited,
             KB_VAR_DIR=str(self.var),

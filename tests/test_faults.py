@@ -6,29 +6,24 @@ answers meanwhile. (A Celery worker killed mid-job: tests/test_ingestion.py.)
 One stack (tests/stacks.py) serves the three tests; each works in its own collection."""
 
 import contextlib
-import functools
 import json
 import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
-from kb.ingestion.document import ParsedDocument
-from kb.ingestion.parsing import parse_document
 from kb.services.answers import MESSAGES
-from kb.services.ingestion import chunk_windows
 from kb.stack.postgres import LocalPostgres
 from kb.stack.redis import LocalRedis
 from tests.conftest import LENIENT_FACTCHECK
+from tests.rest import ENDED, Api, assert_indexed_exactly_once, expected_chunks, heading_of, parsed
 from tests.stacks import separate_stack
 
 pytestmark = pytest.mark.slow
 
-DOCS = Path(__file__).resolve().parents[2] / "shared" / "eval" / "dev" / "docs"
 # About 20 chunks each: with small embedding batches a job runs for a few seconds, and each batch
 # is a transaction of its own, so a fault lands between and inside them.
 POSTGRES_DOCS = [
@@ -67,43 +62,6 @@ STACK_SETTINGS = {
     "KB_ANSWER_MAX_TOKENS": "64",
     **LENIENT_FACTCHECK,
 }
-ENDED = ("done", "failed")
-
-
-class Api:
-    """The stack's REST API with an administrator's token."""
-
-    def __init__(self, base_url: str, token: str):
-        self.client = httpx.Client(
-            base_url=f"{base_url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=120
-        )
-
-    def get(self, path: str, **params) -> dict:
-        response = self.client.get(path, params=params)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def upload(self, collection: str, name: str) -> httpx.Response:
-        files = {"file": (name, (DOCS / name).read_bytes(), "text/markdown")}
-        return self.client.post("/documents", data={"collection": collection}, files=files)
-
-    def search(self, query: str, collection: str) -> httpx.Response:
-        return self.client.post("/search", json={"query": query, "collections": [collection]})
-
-    def ask(self, question: str, collection: str) -> httpx.Response:
-        return self.client.post("/ask", json={"question": question, "collections": [collection]})
-
-    def jobs(self, collection: str) -> list[dict]:
-        return self.get("/jobs", collection=collection, page_size=200)["results"]
-
-    def wait_until_jobs_ended(self, collection: str, count: int, timeout: float = 180) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            jobs = self.jobs(collection)
-            if len(jobs) >= count and all(job["state"] in ENDED for job in jobs):
-                return jobs
-            time.sleep(0.5)
-        raise AssertionError(f"jobs of {collection} not ended within {timeout} s: {self.jobs(collection)}")
 
 
 @pytest.fixture(scope="module")
@@ -126,60 +84,6 @@ def create_collection(stack, name: str) -> int:
         "INSERT INTO kb_collection (name, description, created_at) VALUES (%s, '', now()) RETURNING id", name
     )
     return rows[0][0]
-
-
-@functools.cache
-def parsed(name: str) -> ParsedDocument:
-    return parse_document((DOCS / name).read_bytes(), filename=name)
-
-
-def expected_chunks(names: list[str]) -> dict[str, int]:
-    """Chunks each file must have, computed here in the test process with the same settings."""
-    return {name: len(chunk_windows(parsed(name))) for name in names}
-
-
-def heading_of(name: str) -> str:
-    return (DOCS / name).read_text().splitlines()[0].lstrip("# ").strip()
-
-
-def assert_indexed_exactly_once(stack, api: Api, collection: str, expected: dict[str, int]) -> None:
-    """Every file is one ready document with one version, whose job is done with exactly its chunks,
-    each ordinal once, each chunk in the search index once; nothing else is in the collection."""
-    documents = api.get("/documents", collection=collection, page_size=200)
-    assert documents["count"] == len(expected)
-    assert sorted(document["source"] for document in documents["results"]) == sorted(expected)
-    for document in documents["results"]:
-        assert (document["status"], document["current_version"]) == ("ready", 1), document
-    jobs = api.jobs(collection)
-    assert len(jobs) == len(expected)  # one version each: no upload was taken twice
-    assert {job["original_name"]: (job["state"], job["current"], job["chunks_done"]) for job in jobs} == {
-        name: ("done", True, count) for name, count in expected.items()
-    }
-    assert all(job["chunks_total"] == job["chunks_done"] for job in jobs)
-    per_document = stack.sql(
-        "SELECT d.source, count(c.id), count(DISTINCT c.ordinal), min(c.ordinal), max(c.ordinal)"
-        " FROM kb_document d JOIN kb_collection k ON k.id = d.collection_id"
-        " LEFT JOIN kb_chunk c ON c.version_id = d.current_version_id WHERE k.name = %s GROUP BY d.source",
-        collection,
-    )
-    assert {row[0]: row[1:] for row in per_document} == {
-        name: (count, count, 0, count - 1) for name, count in expected.items()
-    }
-    total = sum(expected.values())
-    (scope,) = stack.sql("SELECT id FROM kb_collection WHERE name = %s", collection)[0]
-    all_chunks = stack.sql(
-        "SELECT count(*) FROM kb_chunk c JOIN kb_documentversion v ON v.id = c.version_id"
-        " JOIN kb_document d ON d.id = v.document_id WHERE d.collection_id = %s",
-        scope,
-    )
-    assert all_chunks == [(total,)]
-    passages = stack.sql(
-        "SELECT count(*), count(c.id) FROM retrieval_passage p LEFT JOIN kb_chunk c ON c.id = p.id"
-        " WHERE p.scope = %s",
-        scope,
-    )
-    assert passages == [(total, total)]
-    assert stack.sql("SELECT passages FROM retrieval_scopestats WHERE scope = %s", scope) == [(total,)]
 
 
 def assert_each_document_is_found(api: Api, collection: str, names: list[str]) -> None:
@@ -289,7 +193,7 @@ def test_postgres_restarted_mid_ingest_loses_and_duplicates_nothing(stack, api):
     assert len(unfinished) >= 2, before  # the restart did hit running and queued jobs
 
     api.wait_until_jobs_ended(collection, len(POSTGRES_DOCS))
-    assert_indexed_exactly_once(stack, api, collection, expected)
+    assert_indexed_exactly_once(stack.sql, api, collection, expected)
     assert_each_document_is_found(api, collection, POSTGRES_DOCS)
     assert "Retry in" in (stack.layout.log_dir / "worker.log").read_text()  # jobs were interrupted
     assert health(stack)[0] == 200
@@ -311,7 +215,7 @@ def test_engine_killed_mid_answer_gives_the_sources_and_answers_again_after_its_
     for name in ENGINE_DOCS:
         assert api.upload(collection, name).status_code == 202
     api.wait_until_jobs_ended(collection, len(ENGINE_DOCS))
-    assert_indexed_exactly_once(stack, api, collection, expected)
+    assert_indexed_exactly_once(stack.sql, api, collection, expected)
     titles = {parsed(name).title for name in ENGINE_DOCS}
     engine_pid = stack.pid("engine")
     unavailable = MESSAGES["engine_unavailable"]["en"]
@@ -355,7 +259,7 @@ def test_engine_killed_mid_answer_gives_the_sources_and_answers_again_after_its_
     answer = asked.json()["answer"]
     assert answer["outcome"] == "answered" and not asked.json()["cache_hit"], answer
     assert answer["citations"] and {citation["title"] for citation in answer["citations"]} <= titles
-    assert_indexed_exactly_once(stack, api, collection, expected)
+    assert_indexed_exactly_once(stack.sql, api, collection, expected)
 
 
 def test_redis_killed_search_still_answers_and_every_upload_is_indexed_once(stack, api):
@@ -407,7 +311,7 @@ def test_redis_killed_search_still_answers_and_every_upload_is_indexed_once(stac
         api.wait_until_jobs_ended(collection, len(expected), timeout=90)
     except AssertionError as error:
         raise AssertionError(f"{error}\nworker log:\n{log_tail(stack, 'worker')}") from None
-    assert_indexed_exactly_once(stack, api, collection, expected)
+    assert_indexed_exactly_once(stack.sql, api, collection, expected)
     assert_each_document_is_found(api, collection, list(expected))
     # The batch's message never reached the broker: the stalled-job check sent it.
     answered = wait_for_batch(api, batch.json()["id"])

@@ -49,7 +49,7 @@ def test_generation_benchmark_measures_both_precisions_batches_and_the_answer_pr
         quality_questions=1,
         on_step=steps.append,
     )
-    assert len(steps) == len(report["size_bytes"]) + 3
+    assert len(steps) == len(report["size_bytes"]) + 4
     for precision, size in report["size_bytes"].items():
         assert size == read_manifest(smollm2_builds[precision])["total_size"]
         measured = report["single_sequence"][precision]["48"]
@@ -62,6 +62,10 @@ def test_generation_benchmark_measures_both_precisions_batches_and_the_answer_pr
     answer_prompt = report["answer_prompt_first_token"]
     assert answer_prompt["prompt_tokens"] > 100
     assert 0 < answer_prompt["warm_prefix_s"] and 0 < answer_prompt["cold_prefix_s"]
+    at_once = report["answers_at_once"]
+    assert at_once["answers"] == 1 and at_once["answers_per_s"] == pytest.approx(
+        1 / at_once["seconds"], rel=0.05
+    )
     quality = report["answer_quality"]
     assert quality["questions"] == 1  # q0 is Chinese and q1 unanswerable: only q2 is asked
     assert set(quality) == {

@@ -7,6 +7,8 @@ import socket
 import pytest
 from django.db import connection
 
+from tests.conftest import WorkerProcess
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -53,11 +55,39 @@ def test_hung_worker_is_reported_down(client, celery_worker):
 
 
 def test_unreachable_engine_is_named(client, celery_worker, settings):
-    settings.ENGINE_URL = f"http://127.0.0.1:{unused_port()}"
+    settings.ENGINE_URLS = [f"http://127.0.0.1:{unused_port()}"]
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["down"] == ["engine"]
-    assert "unreachable" in response.json()["engine"]["error"]
+    assert "unreachable" in response.json()["engine"]["replicas"][0]["error"]
+
+
+def test_one_engine_replica_down_of_two_is_degraded_not_down(client, celery_worker, settings, engine_url):
+    dead = f"http://127.0.0.1:{unused_port()}"
+    settings.ENGINE_URLS = [engine_url, dead]
+    response = client.get("/healthz")
+    assert response.status_code == 200, response.json()
+    engine = response.json()["engine"]
+    assert engine["status"] == "degraded"
+    assert [(replica["url"], replica["status"]) for replica in engine["replicas"]] == [
+        (engine_url, "up"),
+        (dead, "down"),
+    ]
+
+
+def test_a_queue_no_worker_consumes_is_named(client, celery_worker):
+    """A worker that consumes only some queues (a deployment's embedding worker) is not enough."""
+    celery_worker.stop()
+    worker = WorkerProcess(f"embedder-{os.getpid()}@localhost", queues="embed")
+    worker.start()
+    try:
+        response = client.get("/healthz")
+    finally:
+        worker.stop()
+    assert response.status_code == 503
+    report = response.json()["worker"]
+    assert report["status"] == "down"
+    assert report["unconsumed_queues"] == ["batch", "index", "maintenance", "parse"]
 
 
 def test_database_down_is_named(client, celery_worker, tmp_path):

@@ -229,24 +229,29 @@ def test_bm25_index_follows_new_versions_and_deletion():
 def test_stalled_jobs_are_the_running_ones_no_worker_holds_and_queued_ones_waiting_too_long(settings):
     collection = Collection.objects.create(name="HR")
 
-    def job(name: str, state: str, waited: float = 0) -> int:
+    def job(name: str, state: str, waited: float | None = None) -> int:
+        """A job in `state`, waiting for a worker for `waited` seconds (None: a worker runs it)."""
         version = upload(collection, name, f"# {name}\n\nSome text.".encode())
-        updated_at = timezone.now() - timedelta(seconds=waited)
-        DocumentVersion.objects.filter(pk=version.pk).update(job_state=state, updated_at=updated_at)
+        queued_at = None if waited is None else timezone.now() - timedelta(seconds=waited)
+        DocumentVersion.objects.filter(pk=version.pk).update(job_state=state, queued_at=queued_at)
         return version.pk
 
     dead = job("dead.md", State.EMBEDDING)
     alive = job("alive.md", State.EMBEDDING)
-    waiting = job("waiting.md", State.QUEUED)
+    waiting = job("waiting.md", State.QUEUED, waited=0)
+    waiting_to_index = job("embedded.md", State.INDEXING, waited=0)
     lost = job("lost.md", State.QUEUED, waited=settings.KB_QUEUED_JOB_TIMEOUT + 60)
+    lost_between_stages = job("parsed.md", State.EMBEDDING, waited=settings.KB_QUEUED_JOB_TIMEOUT + 60)
     job("finished.md", State.DONE)
     with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other_worker:
         other_worker.execute("SELECT pg_advisory_lock(%s, %s)", [INGESTION, alive])
-        assert stalled_versions() == [dead, lost]
-        assert requeue_stalled_versions() == [dead, lost]
-        assert DocumentVersion.objects.get(pk=dead).job_state == State.QUEUED
+        assert stalled_versions() == [dead, lost, lost_between_stages]
+        assert requeue_stalled_versions() == [dead, lost, lost_between_stages]
+        # Queued again at the stage where it stopped, so that it resumes there.
+        requeued = DocumentVersion.objects.get(pk=dead)
+        assert requeued.job_state == State.EMBEDDING and requeued.queued_at is not None
         assert stalled_versions() == []  # queued again just now: no second message
-    assert waiting not in stalled_versions()
+    assert waiting not in stalled_versions() and waiting_to_index not in stalled_versions()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -56,7 +56,7 @@ def url_names(patterns, namespace=""):
 
 @pytest.fixture
 def world(settings):
-    settings.ENGINE_URL = "http://127.0.0.1:9"  # no engine: answers are "engine unavailable", at once
+    settings.ENGINE_URLS = ["http://127.0.0.1:9"]  # no engine: answers are "engine unavailable", at once
     board_docs, canteen = (
         Collection.objects.create(name=BOARD_COLLECTION),
         Collection.objects.create(name="All"),

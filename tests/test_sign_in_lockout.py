@@ -69,7 +69,7 @@ def test_a_successful_sign_in_clears_the_failures(client, alice, settings):
 
 
 def test_the_staff_page_refuses_questions_over_the_limit_with_a_message(client, alice, settings):
-    settings.KB_RATE_LIMITS, settings.ENGINE_URL = "ask=1/h", ""
+    settings.KB_RATE_LIMITS, settings.ENGINE_URLS = "ask=1/h", []
     client.force_login(alice)
     assert client.post("/ask", {"question": "What is it?"}).status_code in (200, 400)
     refused = client.post("/ask", {"question": "What is it?"})

@@ -29,9 +29,10 @@ def test_run_recovers_from_crashes_keeps_data_and_stops_cleanly(stack):
     report = stack.wait_healthy()
     assert report["database"]["pgvector"] and report["worker"]["status"] == "up"
     assert report["engine"]["status"] == "up"
-    assert report["engine"]["detail"]["model"] == "smollm2-135m-instruct"
+    (engine,) = report["engine"]["replicas"]
+    assert engine["detail"]["model"] == "smollm2-135m-instruct"
     # The engine's scheduler settings reach it from the environment.
-    assert (report["engine"]["detail"]["max_batch"], report["engine"]["detail"]["max_queue"]) == (3, 5)
+    assert (engine["detail"]["max_batch"], engine["detail"]["max_queue"]) == (3, 5)
     assert stack.sql("SELECT username FROM auth_user WHERE is_superuser") == [("admin",)]
     stack.sql("INSERT INTO kb_collection (name, description, created_at) VALUES ('Kept', '', now())")
 

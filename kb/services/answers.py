@@ -134,7 +134,8 @@ def _cache_key(query: str, scopes: list[int]) -> str:
     """Same question, same scopes at the same index versions, same model, settings and term list."""
     parameters = {
         "question": query.casefold(),
-        "engine": [settings.ENGINE_URL, settings.KB_ENGINE_MODEL],
+        # The model, not the replicas that serve it: adding an engine keeps the cached answers.
+        "engine": settings.KB_ENGINE_MODEL,
         "answering": [
             settings.KB_ANSWER_SOURCES,
             settings.KB_ANSWER_SOURCE_CHARS,
@@ -211,7 +212,7 @@ def _generate(messages: list[dict[str, str]], on_token: Callable[[str], None] | 
     deadline = started + settings.KB_ANSWER_TIMEOUT
     first_token_ms, parts = None, []
     stream = chat_stream(
-        settings.ENGINE_URL,
+        settings.ENGINE_URLS,
         messages,
         model=settings.KB_ENGINE_MODEL,
         max_tokens=settings.KB_ANSWER_MAX_TOKENS,

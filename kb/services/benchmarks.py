@@ -173,7 +173,7 @@ ZIPF_EXPONENT = 1.0
 
 def bench_answer_cache(*, docs: Path, questions: Path, asks: int, seed: int = 7) -> dict:
     """The frequent-question cache under a Zipf-distributed stream of `asks` dev questions: the hit
-    rate, and answer latency with and without a hit. Needs the engine (ENGINE_URL)."""
+    rate, and answer latency with and without a hit. Needs an engine (ENGINE_URLS)."""
     from kb.services.answer_evaluation import evaluation_reader, latency_percentiles
     from kb.services.answers import ask
     from kb.services.evaluation import default_collection_name, ingest_folder, load_questions

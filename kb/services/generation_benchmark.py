@@ -4,12 +4,13 @@ For the served generator (KB_ENGINE_MODEL) at INT8 and FP32, whichever are built
 build; time to first token and decode tokens/s for prompts of 512 and 1,024 tokens with 128 new
 tokens (inference.bench's single-sequence measurements). For the INT8 build behind the engine's own
 scheduler (dynamic batching, the engine's default batch size): total tokens/s of 1, 8 and 32
-requests sent at once, prefill included, as the HTTP clients see it; and time to first token of the
+requests sent at once, prefill included, as the HTTP clients see it; time to first token of the
 standard answer prompt (the answering pipeline's messages: instructions, KB_ANSWER_SOURCES excerpts
 of KB_ANSWER_SOURCE_CHARS characters, a question), first with the engine's system-prefix cache cold,
-then warm. And the quality check of INT8: both precisions answer the first `quality_questions`
-answerable English dev questions greedily from that same prompt (the excerpt holding the evidence
-first): how many answers contain a gold answer, and how many INT8 answers are FP32's word for word.
+then warm; and answers per second when a batch of such questions arrives at once (for sizing). And
+the quality check of INT8: both precisions answer the first `quality_questions` answerable English
+dev questions greedily from that same prompt (the excerpt holding the evidence first): how many
+answers contain a gold answer, and how many INT8 answers are FP32's word for word.
 A benchmark, not a test: numbers move with whatever else the machine is doing.
 """
 
@@ -98,11 +99,14 @@ def bench_generation(
         throughput = {str(n): asyncio.run(_concurrent_rate(engine, n, new_tokens)) for n in concurrency}
         step("int8: the standard answer prompt")
         answer_prompt = asyncio.run(_answer_prompt_first_token(engine, _answer_messages(dev[0], docs)))
+        step(f"int8: {DEFAULT_MAX_BATCH} dev questions answered at once")
+        prompts = [_answer_messages(question, docs) for question in dev[:DEFAULT_MAX_BATCH]]
+        answers = asyncio.run(_answers_per_second(engine, prompts))
     finally:
         engine.stop()
     step(f"answers to {len(dev)} dev questions at {' and '.join(builds)}")
     quality = _answer_quality(builds, dev, docs)
-    return _report(model, builds, per_precision, throughput, answer_prompt, quality)
+    return _report(model, builds, per_precision, throughput, answer_prompt, answers, quality)
 
 
 def _single_sequence(build_dir: Path, prompt_tokens: tuple[int, ...], new_tokens: int) -> dict:
@@ -146,6 +150,22 @@ async def _answer_prompt_first_token(engine: Engine, messages: list[dict[str, st
     cold, prompt_tokens = await first_token()  # computes the system prompt's KV cache
     warm, _ = await first_token()
     return {"prompt_tokens": prompt_tokens, "cold_prefix_s": cold, "warm_prefix_s": warm}
+
+
+async def _answers_per_second(engine: Engine, prompts: list[list[dict[str, str]]]) -> dict:
+    """Answers per engine-second when a batch of distinct questions arrives at once, each from the
+    standard prompt and up to KB_ANSWER_MAX_TOKENS long: the engine's capacity for sizing."""
+    params = SamplingParams(temperature=0.0, max_tokens=settings.KB_ANSWER_MAX_TOKENS)
+    started = time.perf_counter()
+    completions = [engine.submit(messages, params) for messages in prompts]
+    tokens = sum(await asyncio.gather(*(_token_count(completion) for completion in completions)))
+    elapsed = time.perf_counter() - started
+    return {
+        "answers": len(prompts),
+        "tokens": tokens,
+        "seconds": round(elapsed, 2),
+        "answers_per_s": round(len(prompts) / elapsed, 3),
+    }
 
 
 def _answerable(docs: Path, questions: Path) -> list[Question]:
@@ -204,7 +224,7 @@ def _answer_quality(builds: dict[str, Path], dev: list[Question], docs: Path) ->
     return quality
 
 
-def _report(model, builds, per_precision, throughput, answer_prompt, quality) -> dict:
+def _report(model, builds, per_precision, throughput, answer_prompt, answers, quality) -> dict:
     sizes = {precision: read_manifest(path)["total_size"] for precision, path in builds.items()}
     report = {
         "model": model,
@@ -213,6 +233,7 @@ def _report(model, builds, per_precision, throughput, answer_prompt, quality) ->
         "single_sequence": per_precision,
         "concurrent_requests": {"max_batch": DEFAULT_MAX_BATCH, "int8": throughput},
         "answer_prompt_first_token": answer_prompt,
+        "answers_at_once": answers,
         "answer_quality": quality,
     }
     measured = {"answer_prompt_first_token_at_most_s": answer_prompt["warm_prefix_s"]}

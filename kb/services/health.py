@@ -36,12 +36,21 @@ def check_redis() -> dict:
 
 
 def check_worker(*, deep: bool = False) -> dict:
-    """Celery ping; with deep=True also a task round trip that reaches the database."""
-    replies = celery_app.control.ping(timeout=WORKER_PING_TIMEOUT)
-    workers = sorted(name for reply in replies for name in reply)
-    if not workers:
+    """Which workers answer and which queues they consume: a queue without a worker holds its jobs
+    for good. With deep=True also a task round trip that reaches the database."""
+    replies = celery_app.control.inspect(timeout=WORKER_PING_TIMEOUT).active_queues() or {}
+    if not replies:
         return {"status": "down", "error": "no Celery worker answered a ping"}
-    result = {"status": "up", "workers": workers}
+    consumed = {queue["name"] for queues in replies.values() for queue in queues}
+    unconsumed = sorted({queue.name for queue in settings.CELERY_TASK_QUEUES} - consumed)
+    if unconsumed:
+        return {
+            "status": "down",
+            "workers": sorted(replies),
+            "unconsumed_queues": unconsumed,
+            "error": f"no worker consumes the queues {', '.join(unconsumed)}",
+        }
+    result = {"status": "up", "workers": sorted(replies)}
     if deep:
         from kb.tasks import database_status
 
@@ -50,17 +59,20 @@ def check_worker(*, deep: bool = False) -> dict:
 
 
 def check_engine() -> dict:
-    if not settings.ENGINE_URL:
+    """Each replica in ENGINE_URLS; down when none answers, degraded when some do not (answers
+    still come, from the others)."""
+    if not settings.ENGINE_URLS:
         # Nothing to check until an engine is configured or started by ./run.
         return {"status": "not_configured"}
-    try:
-        return {
-            "status": "up",
-            "url": settings.ENGINE_URL,
-            "detail": engine_health(settings.ENGINE_URL),
-        }
-    except EngineUnavailable as error:
-        return {"status": "down", "url": settings.ENGINE_URL, "error": str(error)}
+    replicas = []
+    for url in settings.ENGINE_URLS:
+        try:
+            replicas.append({"url": url, "status": "up", "detail": engine_health(url)})
+        except EngineUnavailable as error:
+            replicas.append({"url": url, "status": "down", "error": str(error)})
+    up = sum(replica["status"] == "up" for replica in replicas)
+    status = "up" if up == len(replicas) else "degraded" if up else "down"
+    return {"status": status, "replicas": replicas}
 
 
 def _safely(check, **kwargs) -> dict:

@@ -1,10 +1,14 @@
 """Uploads become indexed chunks: store the file, then parse, chunk, embed and swap in.
 
-`upload_document` is what the admin console, the REST API and the `ingest` command call;
-`process_version` is what the Celery task runs. Processing is idempotent and resumable: a
+`upload_document` is what the admin console, the REST API and the `ingest` command call.
+Processing runs in three stages, each a Celery task on its own queue so that each kind of
+worker scales alone: parse (parse, chunk, store the chunks), embed (the encoder, the costly
+part) and index (the swap into the search index). `advance` runs one stage and queues the next;
+`process_version` runs them all in this process. Every stage is idempotent and resumable: a
 worker killed mid-way leaves the job in its last state, and the next run continues from the
-chunks already stored. While a version is processed its worker holds the job's lock
-(job_locks), so a job whose state says "active" but whose lock is free has lost its worker.
+chunks already stored or embedded. While a stage runs its worker holds the job's lock
+(job_locks), so a job that is neither waiting for a worker (`queued_at`) nor locked has lost its
+worker.
 """
 
 import hashlib
@@ -14,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from functools import partial
 from pathlib import PurePath
 from typing import IO
@@ -43,6 +48,24 @@ logger = logging.getLogger(__name__)
 State = DocumentVersion.JobState
 RUNNING_STATES = [State.PARSING, State.CHUNKING, State.EMBEDDING, State.INDEXING]
 ACTIVE_STATES = [State.QUEUED, *RUNNING_STATES]
+
+
+class Stage(StrEnum):
+    """The stages of a job; each is a task on the Celery queue of the same name."""
+
+    PARSE = "parse"
+    EMBED = "embed"
+    INDEX = "index"
+
+
+# The stage that picks up a job in each state (where a worker killed mid-stage left it too).
+STAGE_OF = {
+    State.QUEUED: Stage.PARSE,
+    State.PARSING: Stage.PARSE,
+    State.CHUNKING: Stage.PARSE,
+    State.EMBEDDING: Stage.EMBED,
+    State.INDEXING: Stage.INDEX,
+}
 READ_BLOCK = 1024 * 1024
 WORKER_PING_SECONDS = 1.0
 POLL_SECONDS = 0.5
@@ -164,12 +187,20 @@ def _safe_source_name(name: str) -> str:
 
 
 def queue_version(version_id: int) -> None:
-    """Send the job to the workers. While the broker is unreachable the job stays queued in the
-    database, and the workers' stalled-job check sends it after KB_QUEUED_JOB_TIMEOUT."""
-    from kb.tasks import ingest_version
+    """Send the job to the workers of its next stage. While the broker is unreachable the job
+    waits in the database, and the workers' stalled-job check sends it after KB_QUEUED_JOB_TIMEOUT."""
+    from kb import tasks
 
+    state = DocumentVersion.objects.filter(pk=version_id).values_list("job_state", flat=True).first()
+    if state not in STAGE_OF:
+        return  # finished or deleted meanwhile
+    task = {
+        Stage.PARSE: tasks.parse_version,
+        Stage.EMBED: tasks.embed_version,
+        Stage.INDEX: tasks.index_version,
+    }[STAGE_OF[state]]
     try:
-        ingest_version.delay(version_id)
+        task.delay(version_id)
     except OperationalError as error:
         logger.warning("job %s not sent, the task queue is unreachable: %s", version_id, error)
 
@@ -199,23 +230,46 @@ def _store(content: IO[bytes]) -> tuple[str, str, int]:
 # --- processing (the Celery task) ----------------------------------------------------------------
 
 
+def advance(version_id: int, stage: Stage) -> None:
+    """What each stage's task runs: the stage, then the job goes to the next stage's queue."""
+    if run_stage(version_id, stage):
+        queue_version(version_id)
+
+
 def process_version(version_id: int) -> None:
-    """Run one version through parse → chunk → embed → swap. Safe to call again at any point."""
+    """Run every stage left of the job in this process. Safe to call again at any point."""
+    while (stage := _next_stage(version_id)) is not None and run_stage(version_id, stage):
+        pass
+
+
+def _next_stage(version_id: int) -> Stage | None:
+    state = DocumentVersion.objects.filter(pk=version_id).values_list("job_state", flat=True).first()
+    return STAGE_OF.get(state)
+
+
+def run_stage(version_id: int, stage: Stage) -> bool:
+    """Run `stage` if the job stands there and no other worker holds it; return whether the job
+    moved on to a stage still to run. A stage that another delivery already ran is skipped."""
     with job_locks.held(job_locks.INGESTION, version_id) as locked:
         if not locked:
             logger.info("version %s is being processed by another worker", version_id)
-            return
+            return False
         version = DocumentVersion.objects.select_related("document").filter(pk=version_id).first()
-        if version is None or version.job_state in (State.DONE, State.FAILED):
-            return  # deleted meanwhile, or already finished by an earlier delivery of this task
-        _process(version)
+        if version is None or STAGE_OF.get(version.job_state) != stage:
+            return False  # deleted meanwhile, or this stage is behind it already
+        _set_state(version, version.job_state, queued_at=None)
+        work = {Stage.PARSE: _parse_and_chunk, Stage.EMBED: _embed, Stage.INDEX: _swap_in}[stage]
+        _run_safely(version, work)
+        if version.job_state in (State.DONE, State.FAILED):
+            return False
+        # Marked as waiting while the lock is still held, so no stalled-job check sees it unowned.
+        _set_state(version, version.job_state, queued_at=timezone.now())
+        return True
 
 
-def _process(version: DocumentVersion) -> None:
+def _run_safely(version: DocumentVersion, stage: Callable[[DocumentVersion], None]) -> None:
     try:
-        windows = _parse_and_chunk(version)
-        _embed_and_store(version, windows)
-        _swap_in(version)
+        stage(version)
     except ParseError as error:
         _fail(version, str(error))
     except SoftTimeLimitExceeded:
@@ -258,14 +312,14 @@ def finish_jobs(version_ids: list[int], *, on_progress: Callable[[int], None] | 
 def stalled_versions() -> list[int]:
     """Jobs that no worker holds although they should be running: their worker died.
 
-    A job still queued has no holder either, because no worker has reached it yet; it counts
-    only after waiting longer than KB_QUEUED_JOB_TIMEOUT (its message may have been lost).
+    A job waiting for a worker of its next stage has no holder either, because no worker has
+    reached it yet; it counts only after waiting longer than KB_QUEUED_JOB_TIMEOUT (its message
+    may have been lost).
     """
     queued_before = timezone.now() - timedelta(seconds=settings.KB_QUEUED_JOB_TIMEOUT)
     candidates = list(
-        DocumentVersion.objects.filter(
-            Q(job_state__in=RUNNING_STATES) | Q(job_state=State.QUEUED, updated_at__lt=queued_before)
-        )
+        DocumentVersion.objects.filter(job_state__in=ACTIVE_STATES)
+        .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=queued_before))
         .order_by("pk")
         .values_list("pk", flat=True)
     )
@@ -273,13 +327,12 @@ def stalled_versions() -> list[int]:
 
 
 def requeue_stalled_versions() -> list[int]:
-    """Queue every stalled job again; it resumes after the chunks it had already stored."""
+    """Queue every stalled job again at the stage it stopped in; it resumes after the chunks it
+    had already stored or embedded."""
     stalled = stalled_versions()
     if stalled:
         logger.warning("re-queueing ingestion jobs whose worker died: %s", stalled)
-        DocumentVersion.objects.filter(pk__in=stalled).update(
-            job_state=State.QUEUED, updated_at=timezone.now()
-        )
+        DocumentVersion.objects.filter(pk__in=stalled).update(queued_at=timezone.now())
     for pk in stalled:
         queue_version(pk)
     return stalled
@@ -304,7 +357,8 @@ def chunk_windows(parsed: ParsedDocument) -> list[ChunkWindow]:
     )
 
 
-def _parse_and_chunk(version: DocumentVersion) -> list[ChunkWindow]:
+def _parse_and_chunk(version: DocumentVersion) -> None:
+    """The parse stage: the file's text and its chunks, stored without embeddings."""
     _set_state(version, State.PARSING)
     with default_storage.open(version.file.name, "rb") as file:
         data = file.read()
@@ -314,31 +368,23 @@ def _parse_and_chunk(version: DocumentVersion) -> list[ChunkWindow]:
         # The title was only the file name: the document's own title is better.
         Document.objects.filter(pk=version.document_id).update(title=parsed.title[:500])
         version.document.title = parsed.title[:500]
-    return chunk_windows(parsed)
+    windows = chunk_windows(parsed)
+    _store_chunks(version, windows)
+    embedded = version.chunks.filter(embedding__isnull=False).count()
+    _set_state(version, State.EMBEDDING, chunks_total=len(windows), chunks_done=embedded)
 
 
-def _embed_and_store(version: DocumentVersion, windows: list[ChunkWindow]) -> None:
-    """Embed in batches and store each batch at once; resume after the chunks already stored."""
+def _store_chunks(version: DocumentVersion, windows: list[ChunkWindow]) -> None:
+    """Store the version's chunks in one transaction. Chunks a killed run stored at the same
+    positions are kept with their embeddings; ones from other chunking settings are replaced."""
     stored = dict(version.chunks.values_list("ordinal", "char_start"))
-    if any(
-        ordinal >= len(windows) or windows[ordinal].char_start != start for ordinal, start in stored.items()
-    ):
-        # Left by a run with other chunking settings: start this version's chunks afresh.
+    if stored == {ordinal: window.char_start for ordinal, window in enumerate(windows)}:
+        return
+    token_counts = count_tokens(settings.KB_EMBEDDING_MODEL, [window.text for window in windows])
+    with transaction.atomic():
         version.chunks.all().delete()
-        stored = {}
-    _set_state(version, State.EMBEDDING, chunks_total=len(windows), chunks_done=len(stored))
-    todo = [(ordinal, window) for ordinal, window in enumerate(windows) if ordinal not in stored]
-    model = settings.KB_EMBEDDING_MODEL
-    batch_size = settings.KB_EMBEDDING_BATCH
-    for first in range(0, len(todo), batch_size):
-        batch = todo[first : first + batch_size]
-        inputs = [
-            embedding_input(version.document.title, window.heading_path, window.text) for _, window in batch
-        ]
-        vectors = embed_passages(model, inputs)
-        token_counts = count_tokens(model, [window.text for _, window in batch])
         Chunk.objects.bulk_create(
-            [
+            (
                 Chunk(
                     version=version,
                     ordinal=ordinal,
@@ -350,12 +396,29 @@ def _embed_and_store(version: DocumentVersion, windows: list[ChunkWindow]) -> No
                     entities=window.entities,
                     language=window.language,
                     token_count=tokens,
-                    embedding=vector,
                 )
-                for (ordinal, window), vector, tokens in zip(batch, vectors, token_counts, strict=True)
-            ]
+                for ordinal, (window, tokens) in enumerate(zip(windows, token_counts, strict=True))
+            ),
+            batch_size=1000,
         )
-        _set_state(version, State.EMBEDDING, chunks_done=len(stored) + first + len(batch))
+
+
+def _embed(version: DocumentVersion) -> None:
+    """The embed stage: embed the chunks still without a vector, a batch at a time, each batch
+    stored at once, so a killed run resumes after the last batch it stored."""
+    todo = list(
+        version.chunks.filter(embedding__isnull=True).order_by("ordinal").only("text", "heading_path")
+    )
+    done = version.chunks_total - len(todo)
+    batch_size = settings.KB_EMBEDDING_BATCH
+    for first in range(0, len(todo), batch_size):
+        batch = todo[first : first + batch_size]
+        inputs = [embedding_input(version.document.title, chunk.heading_path, chunk.text) for chunk in batch]
+        for chunk, vector in zip(batch, embed_passages(settings.KB_EMBEDDING_MODEL, inputs), strict=True):
+            chunk.embedding = vector
+        Chunk.objects.bulk_update(batch, ["embedding"])
+        _set_state(version, State.EMBEDDING, chunks_done=done + first + len(batch))
+    _set_state(version, State.INDEXING)
 
 
 def embedding_input(title: str, heading_path: list[str], text: str) -> str:

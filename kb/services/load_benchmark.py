@@ -119,7 +119,7 @@ def bench_load(
 ) -> dict:
     """`users` virtual users against the server at `url` for `seconds`, after seeding a fresh
     collection from `docs`; queries are the questions of `questions`. Users start `spawn_rate` a
-    second (all at once when 0); the clock runs from the first one's start. `engine_url` (the engine
+    second (all at once when 0); the clock runs from the first one's start. `engine_url` (an engine
     the server uses) is sampled for its queue depth. `seed` fixes each user's sequence of kinds,
     queries and think times, so runs differ only by timing. Removes its fixture whatever happens."""
     url = url.rstrip("/")

@@ -1,7 +1,9 @@
-"""The commands behind ./run: start (default), test, manage, stop.
+"""The commands behind ./run: start (default), test, manage, stop, setup, and web / worker / engine.
 
 A command stops what it started. PostgreSQL and Redis already started by another ./run
-command are reused; ones left behind by a command that crashed are taken over.
+command are reused; ones left behind by a command that crashed are taken over. `web`, `worker`
+and `engine` run one process of the application in the foreground, as each container of deploy/
+does, against the servers that DATABASE_URL, REDIS_URL and ENGINE_URLS name.
 """
 
 import contextlib
@@ -28,6 +30,8 @@ APP_PROCESSES = {"web": "uvicorn", "worker": "celery", "engine": "inference.serv
 # The generator ./run serves; the engine listens on loopback only, the web side reaches it there.
 DEFAULT_ENGINE_MODEL = "qwen2.5-coder-0.5b-instruct"
 ENGINE_HOST = "127.0.0.1"
+# Every queue (CELERY_TASK_QUEUES); a deployment gives each kind of worker some of them.
+ALL_QUEUES = "parse,embed,index,batch,maintenance"
 
 
 def say(message: str) -> None:
@@ -164,12 +168,11 @@ def start() -> int:
     if running is not None:
         raise StackError(f"already running (pid {running}); stop it with ./run stop")
     layout.pid_file("supervisor").write_text(str(os.getpid()))
-    host = os.environ.get("HOST", "127.0.0.1")
-    port = int(os.environ.get("PORT", "8000"))
+    host, port = _web_address()
     engine = _local_engine()
     env = _child_env(layout, KB_WORKER_CONCURRENCY=_worker_concurrency())
     if engine:
-        env["ENGINE_URL"] = engine.url
+        env["ENGINE_URLS"] = engine.url
     supervisor = Supervisor(layout, env)
     try:
         _stop_leftover_app_processes(layout)
@@ -204,9 +207,13 @@ class LocalEngine:
 
 
 def _local_engine() -> LocalEngine | None:
-    """The engine ./run starts itself, unless ENGINE_URL points at one elsewhere."""
-    if os.environ.get("ENGINE_URL"):
+    """The engine ./run starts itself, unless ENGINE_URLS (or ENGINE_URL) points at engines elsewhere."""
+    if os.environ.get("ENGINE_URLS") or os.environ.get("ENGINE_URL"):
         return None
+    return _engine_settings()
+
+
+def _engine_settings() -> LocalEngine:
     return LocalEngine(
         model=os.environ.get("KB_ENGINE_MODEL", DEFAULT_ENGINE_MODEL),
         port=int(os.environ.get("KB_ENGINE_PORT", "8100")),
@@ -219,11 +226,8 @@ def _start_application(
     if _manage(env, "prepare") != 0:
         raise StackError("manage.py prepare (migrations, static files, admin account) failed")
     if engine:
-        # A no-op once built: builds are cached per machine (KB_MODELS_DIR or ~/.cache/kb/models).
-        build = [PYTHON, "-m", "inference.build", engine.model, "--precision", "int8"]
-        if subprocess.run(build, env=env).returncode != 0:
-            raise StackError(f"building the model {engine.model} failed (see above)")
-        process = supervisor.start(_engine_service(engine))
+        _build_model(engine, env)
+        process = supervisor.start(_engine_service(engine, ENGINE_HOST))
         _wait_for_port(ENGINE_HOST, engine.port, process, name="engine")
     supervisor.start(_worker_service(env["KB_WORKER_CONCURRENCY"]))
     web = supervisor.start(_web_service(host, port))
@@ -237,12 +241,20 @@ ENGINE_OPTIONS = {
     "KB_ENGINE_MAX_BATCH": "--max-batch",
     "KB_ENGINE_MAX_QUEUE": "--max-queue",
     "KB_ENGINE_MAX_WAIT_MS": "--max-wait-ms",
+    "KB_ENGINE_CONTEXT_LENGTH": "--context-length",
 }
 
 
-def _engine_service(engine: LocalEngine) -> Service:
+def _build_model(engine: LocalEngine, env: dict[str, str]) -> None:
+    """A no-op once built: builds are cached per machine (KB_MODELS_DIR or ~/.cache/kb/models)."""
+    build = [PYTHON, "-m", "inference.build", engine.model, "--precision", "int8"]
+    if subprocess.run(build, env=env).returncode != 0:
+        raise StackError(f"building the model {engine.model} failed (see above)")
+
+
+def _engine_service(engine: LocalEngine, host: str) -> Service:
     command = [PYTHON, "-m", "inference.serve", "--model", engine.model, "--precision", "int8"]
-    command += ["--host", ENGINE_HOST, "--port", str(engine.port)]
+    command += ["--host", host, "--port", str(engine.port)]
     for variable, option in ENGINE_OPTIONS.items():
         if os.environ.get(variable):
             command += [option, os.environ[variable]]
@@ -257,9 +269,16 @@ def _worker_concurrency() -> str:
 
 def _worker_service(concurrency: str) -> Service:
     command = [PYTHON, "-m", "celery", "-A", "kb", "worker", "--loglevel", "INFO"]
-    command += ["--concurrency", concurrency, "--hostname", "kb@%h"]
+    command += ["--concurrency", concurrency, "--queues", os.environ.get("KB_WORKER_QUEUES", ALL_QUEUES)]
+    # Unique per worker in one broker: each container has a host name of its own; two workers
+    # on one machine need KB_WORKER_NAME.
+    command += ["--hostname", f"{os.environ.get('KB_WORKER_NAME', 'kb')}@%h"]
     # Warm shutdown lets a running task finish; acks_late re-queues it if it is killed anyway.
     return Service("worker", command, stop_timeout=30)
+
+
+def _web_address() -> tuple[str, int]:
+    return os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
 
 
 def _web_service(host: str, port: int) -> Service:
@@ -319,9 +338,25 @@ def manage(args: list[str]) -> int:
     env = _child_env(layout)
     engine = _local_engine()
     if engine:  # the engine of a running ./run: `ask` and `evaluate --mode answers` use it
-        env["ENGINE_URL"] = engine.url
+        env["ENGINE_URLS"] = engine.url
     with backing_services(layout, Supervisor(layout, env)):
         return _manage(env, *args)
+
+
+def single(name: str) -> int:
+    """One process in the foreground, replacing this one (exec), so that a container's stop signal
+    reaches it directly; it logs to stdout. Nothing else is started: no PostgreSQL, no Redis."""
+    env = _child_env(current_layout())
+    if name == "engine":
+        engine = _engine_settings()
+        _build_model(engine, env)
+        command = _engine_service(engine, os.environ.get("KB_ENGINE_HOST", ENGINE_HOST)).command
+    elif name == "worker":
+        env["KB_WORKER_CONCURRENCY"] = _worker_concurrency()
+        command = _worker_service(env["KB_WORKER_CONCURRENCY"]).command
+    else:
+        command = _web_service(*_web_address()).command
+    os.execve(command[0], command, env)
 
 
 def stop() -> int:
@@ -356,10 +391,16 @@ def main(argv: list[str]) -> int:
         "test": lambda: test(args),
         "manage": lambda: manage(args),
         "stop": lambda: stop(),
+        # ./run installs .venv before any command; `setup` does only that (for the images).
+        "setup": lambda: say(f".venv is ready for {PYTHON}") or 0,
+        "web": lambda: single("web"),
+        "worker": lambda: single("worker"),
+        "engine": lambda: single("engine"),
     }
     if command not in commands:
         print(__doc__, file=sys.stderr)
-        print("usage: ./run [start|test [PYTEST ARGS]|manage ARGS|stop]", file=sys.stderr)
+        usage = "usage: ./run [start|test [PYTEST ARGS]|manage ARGS|stop|setup|web|worker|engine]"
+        print(usage, file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -93,14 +93,14 @@ def test_a_user_never_gets_an_answer_or_source_from_a_collection_they_cannot_rea
 
 
 def test_nothing_found_is_answered_as_not_in_the_documents_without_calling_the_engine(people, settings):
-    settings.ENGINE_URL = "http://127.0.0.1:9"  # nothing listens: the engine must not be needed
+    settings.ENGINE_URLS = ["http://127.0.0.1:9"]  # nothing listens: the engine must not be needed
     answer = ask(user=people["alice"], question="quarterly volcano telemetry").answer
     assert answer.outcome == Outcome.NOT_FOUND and answer.detail["reason"] == "nothing_found"
     assert answer.text == "The documents you can read do not contain an answer to this question."
 
 
 def test_an_engine_that_is_down_gives_a_clear_message_and_the_sources(people, settings):
-    settings.ENGINE_URL = "http://127.0.0.1:9"
+    settings.ENGINE_URLS = ["http://127.0.0.1:9"]
     answer = ask(user=people["alice"], question="How many days of annual leave carry over?").answer
     assert answer.outcome == Outcome.ENGINE_UNAVAILABLE
     assert "not available" in answer.text
@@ -108,7 +108,7 @@ def test_an_engine_that_is_down_gives_a_clear_message_and_the_sources(people, se
 
 
 def test_chinese_questions_get_chinese_messages(people, settings):
-    settings.ENGINE_URL = "http://127.0.0.1:9"
+    settings.ENGINE_URLS = ["http://127.0.0.1:9"]
     asked = ask(user=people["alice"], question="年假可以结转几天？")
     assert asked.language == "zh"
     assert asked.answer.text == "在您可以查阅的文档中没有找到这个问题的答案。"
@@ -175,7 +175,7 @@ def test_ask_command_prints_the_checked_answer_as_json(engine, people, capsys):
 
 
 def test_answers_are_reviewable_but_not_editable_in_the_console(people, settings, client, admin_user):
-    settings.ENGINE_URL = "http://127.0.0.1:9"
+    settings.ENGINE_URLS = ["http://127.0.0.1:9"]
     asked = ask(user=people["alice"], question="How many days of annual leave carry over?")
     client.force_login(admin_user)
     assert client.get("/admin/kb/question/").status_code == 200

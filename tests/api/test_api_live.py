@@ -69,7 +69,7 @@ def test_a_batch_is_answered_by_the_worker(web_server, token, celery_worker, eng
     celery_worker.stop()  # the session's worker knows no engine; this one does
     worker = WorkerProcess(
         "batch-test@localhost",
-        ENGINE_URL=engine_url,
+        ENGINE_URLS=engine_url,
         **{name: str(value) for name, value in SMALL_ANSWER_SETTINGS.items()},
     )
     worker.start()

@@ -63,7 +63,7 @@ def test_uploads_and_asks_are_limited_too(api, curator, settings):
     assert upload(client, "one.md", b"# One\n\nThe first file.\n").status_code == 202
     assert upload(client, "two.md", b"# Two\n\nThe second file.\n").status_code == 429
     assert Document.objects.count() == 1
-    settings.ENGINE_URL = ""  # no engine: the ask still answers (with the sources) and still counts
+    settings.ENGINE_URLS = []  # no engine: the ask still answers (with the sources) and still counts
     assert client.post("/api/v1/ask", {"question": "What is it?"}, format="json").status_code == 200
     assert client.post("/api/v1/ask", {"question": "What is it?"}, format="json").status_code == 429
 

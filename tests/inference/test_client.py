@@ -7,7 +7,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from inference.client import EngineRequestRejected, EngineUnavailable, chat, chat_stream
+from inference.client import EngineRequestRejected, EngineUnavailable, Replicas, chat, chat_stream
 from tests.inference.test_serve import (
     MAX_TOKENS,
     QUESTION,
@@ -62,3 +62,41 @@ def test_rejected_request_is_not_retried_and_says_why(engine_url):
         chat(engine_url, QUESTION, model="gpt-4", max_tokens=MAX_TOKENS, retries=5)
     with pytest.raises(EngineRequestRejected, match="temperature"):
         list(chat_stream(engine_url, QUESTION, temperature=7.0, retries=5))
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_replicas_take_requests_by_fewest_in_flight_ties_in_turn():
+    replicas = Replicas(["http://a", "http://b", "http://c"])
+    assert sorted(replicas.acquire() for _ in range(3)) == ["http://a", "http://b", "http://c"]
+    replicas.release("http://b")
+    assert replicas.acquire() == "http://b"  # the only one with a request fewer in flight
+    for url in ("http://a", "http://b", "http://c"):
+        replicas.release(url)
+    # All idle again: in turn, so that each gets one of the next three.
+    assert sorted(replicas.acquire() for _ in range(3)) == ["http://a", "http://b", "http://c"]
+
+
+def test_a_retry_goes_to_another_replica_and_an_unreachable_one_is_passed_over():
+    replicas = Replicas(["http://a", "http://b"])
+    assert replicas.acquire(avoid="http://a") == "http://b"
+    replicas.release("http://b", reached=False)  # could not connect
+    picks = []
+    for _ in range(4):
+        picks.append(replicas.acquire())
+        replicas.release(picks[-1])
+    assert picks == ["http://a"] * 4
+    # Still tried when it is the only other choice left.
+    assert replicas.acquire(avoid="http://a") == "http://b"
+
+
+def test_answers_come_from_the_live_replica_when_another_is_down(engine_url, int8_runner, tokenizer):
+    engines = [closed_port_url(), engine_url]
+    expected = in_process(int8_runner, tokenizer, QUESTION)[0]
+    for _ in range(3):
+        assert chat(engines, QUESTION, max_tokens=MAX_TOKENS, retries=1) == expected
+    assert "".join(chat_stream(engines, QUESTION, max_tokens=MAX_TOKENS, retries=1)) == expected

@@ -73,9 +73,9 @@ class Command(BaseCommand):
                 docs=docs, questions=questions, users=users, seconds=seconds, spawn_rate=spawn_rate, url=url
             )
         elif what == "answers":
-            if not settings.ENGINE_URL:
+            if not settings.ENGINE_URLS:
                 raise CommandError(
-                    "answers need an engine: start the application with ./run, or set ENGINE_URL"
+                    "answers need an engine: start the application with ./run, or set ENGINE_URLS"
                 )
             result = bench_answer_cache(docs=docs, questions=questions, asks=queries)
         else:
@@ -131,7 +131,7 @@ class Command(BaseCommand):
                     spawn_rate=spawn_rate,
                     docs=docs,
                     questions=questions,
-                    engine_url=settings.ENGINE_URL,
+                    engine_url=settings.ENGINE_URLS[0] if settings.ENGINE_URLS else "",
                     on_seed_progress=seeded,
                     on_second=second,
                 )

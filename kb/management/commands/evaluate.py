@@ -48,8 +48,8 @@ class Command(BaseCommand):
             raise CommandError(f"{docs} is not a folder")
         if sample is not None and sample < 1:
             raise CommandError("--sample must be at least 1")
-        if mode != "retrieval" and not settings.ENGINE_URL:
-            raise CommandError("answers need an engine: start the application with ./run, or set ENGINE_URL")
+        if mode != "retrieval" and not settings.ENGINE_URLS:
+            raise CommandError("answers need an engine: start the application with ./run, or set ENGINE_URLS")
         try:
             asked = load_questions(questions)
         except (OSError, ValueError) as error:
