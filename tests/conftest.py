@@ -130,6 +130,25 @@ class WorkerProcess:
         self.process.wait()
 
 
+def purge_task_queues() -> None:
+    """Drop every message waiting in the test broker's queues."""
+    from django.conf import settings
+
+    with celery_app.connection_for_write() as connection:
+        for queue in settings.CELERY_TASK_QUEUES:
+            connection.default_channel.queue_purge(queue.name)
+
+
+@pytest.fixture
+def idle_queues(celery_worker):
+    """No worker running and no message waiting, so a test alone decides what is in the queues;
+    it empties them again afterwards (the session's worker starts again after the test)."""
+    celery_worker.stop()
+    purge_task_queues()
+    yield
+    purge_task_queues()
+
+
 @pytest.fixture(scope="session")
 def test_worker(django_db_setup, django_db_blocker):
     worker = WorkerProcess(f"test-{os.getpid()}@localhost")

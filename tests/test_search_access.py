@@ -78,7 +78,10 @@ def test_search_command_prints_the_users_results_as_json(setup, capsys):
         call_command("search", "   ")
 
 
-def test_evaluate_scores_every_mode_on_a_folder(tmp_path, capsys):
+def test_evaluate_scores_every_mode_on_a_folder(tmp_path, capsys, celery_worker):
+    # No worker: the command then ingests in this process, inside this test's transaction (a
+    # worker would never see the uncommitted uploads).
+    celery_worker.stop()
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "en_hr_leave.md").write_bytes(LEAVE)

@@ -16,7 +16,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from kb.models import AskBatch, AskBatchItem
-from kb.services import job_locks
+from kb.services import job_locks, task_queues
 from kb.services.answers import ask, normalise_question
 from kb.services.search import search_scopes
 from retrieval.search import InvalidQuery
@@ -86,13 +86,13 @@ def _answer(batch: AskBatch) -> None:
 
 def stalled_batches() -> list[int]:
     """Batches no worker holds although one should: running ones (their worker died) and queued
-    ones waiting longer than KB_QUEUED_JOB_TIMEOUT (their message may have been lost)."""
+    ones waiting longer than KB_QUEUED_JOB_TIMEOUT while the batch queue is empty (their message was
+    lost; see task_queues)."""
     queued_before = timezone.now() - timedelta(seconds=settings.KB_QUEUED_JOB_TIMEOUT)
-    candidates = (
-        AskBatch.objects.filter(Q(state=State.RUNNING) | Q(state=State.QUEUED, updated_at__lt=queued_before))
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    stalled = Q(state=State.RUNNING)
+    if task_queues.waiting_messages("batch") == 0:
+        stalled |= Q(state=State.QUEUED, updated_at__lt=queued_before)
+    candidates = AskBatch.objects.filter(stalled).order_by("pk").values_list("pk", flat=True)
     return job_locks.unheld(job_locks.ANSWER_BATCH, list(candidates))
 
 

@@ -38,7 +38,7 @@ from kb.ingestion.document import ParsedDocument
 from kb.ingestion.errors import ParseError
 from kb.ingestion.parsing import parse_document
 from kb.models import Chunk, Collection, Document, DocumentVersion
-from kb.services import audit, job_locks
+from kb.services import audit, job_locks, task_queues
 from kb.services.documents import search_scope
 from retrieval import index
 from retrieval.embedding import count_tokens, embed_passages, token_spans
@@ -191,14 +191,14 @@ def queue_version(version_id: int) -> None:
     waits in the database, and the workers' stalled-job check sends it after KB_QUEUED_JOB_TIMEOUT."""
     from kb import tasks
 
-    state = DocumentVersion.objects.filter(pk=version_id).values_list("job_state", flat=True).first()
-    if state not in STAGE_OF:
+    stage = _next_stage(version_id)
+    if stage is None:
         return  # finished or deleted meanwhile
     task = {
         Stage.PARSE: tasks.parse_version,
         Stage.EMBED: tasks.embed_version,
         Stage.INDEX: tasks.index_version,
-    }[STAGE_OF[state]]
+    }[stage]
     try:
         task.delay(version_id)
     except OperationalError as error:
@@ -227,7 +227,7 @@ def _store(content: IO[bytes]) -> tuple[str, str, int]:
     return path, sha256, size
 
 
-# --- processing (the Celery task) ----------------------------------------------------------------
+# --- processing (the Celery tasks) ---------------------------------------------------------------
 
 
 def advance(version_id: int, stage: Stage) -> None:
@@ -313,17 +313,22 @@ def stalled_versions() -> list[int]:
     """Jobs that no worker holds although they should be running: their worker died.
 
     A job waiting for a worker of its next stage has no holder either, because no worker has
-    reached it yet; it counts only after waiting longer than KB_QUEUED_JOB_TIMEOUT (its message
-    may have been lost).
+    reached it yet; it counts only after waiting longer than KB_QUEUED_JOB_TIMEOUT while its
+    stage's queue is empty (its message was lost; see task_queues).
     """
     queued_before = timezone.now() - timedelta(seconds=settings.KB_QUEUED_JOB_TIMEOUT)
     candidates = list(
         DocumentVersion.objects.filter(job_state__in=ACTIVE_STATES)
         .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=queued_before))
         .order_by("pk")
-        .values_list("pk", flat=True)
+        .values_list("pk", "job_state", "queued_at")
     )
-    return job_locks.unheld(job_locks.INGESTION, candidates)
+    stages_waited_for = {STAGE_OF[state] for _, state, queued_at in candidates if queued_at is not None}
+    drained = {stage for stage in stages_waited_for if task_queues.waiting_messages(stage) == 0}
+    lost_or_running = [
+        pk for pk, state, queued_at in candidates if queued_at is None or STAGE_OF[state] in drained
+    ]
+    return job_locks.unheld(job_locks.INGESTION, lost_or_running)
 
 
 def requeue_stalled_versions() -> list[int]:
