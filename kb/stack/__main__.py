@@ -30,8 +30,6 @@ APP_PROCESSES = {"web": "uvicorn", "worker": "celery", "engine": "inference.serv
 # The generator ./run serves; the engine listens on loopback only, the web side reaches it there.
 DEFAULT_ENGINE_MODEL = "qwen2.5-coder-0.5b-instruct"
 ENGINE_HOST = "127.0.0.1"
-# Every queue (CELERY_TASK_QUEUES); a deployment gives each kind of worker some of them.
-ALL_QUEUES = "parse,embed,index,batch,maintenance"
 
 
 def say(message: str) -> None:
@@ -269,7 +267,11 @@ def _worker_concurrency() -> str:
 
 def _worker_service(concurrency: str) -> Service:
     command = [PYTHON, "-m", "celery", "-A", "kb", "worker", "--loglevel", "INFO"]
-    command += ["--concurrency", concurrency, "--queues", os.environ.get("KB_WORKER_QUEUES", ALL_QUEUES)]
+    command += ["--concurrency", concurrency]
+    # Without --queues a worker consumes every queue of CELERY_TASK_QUEUES; a deployment gives each
+    # kind of worker some of them.
+    if os.environ.get("KB_WORKER_QUEUES"):
+        command += ["--queues", os.environ["KB_WORKER_QUEUES"]]
     # Unique per worker in one broker: each container has a host name of its own; two workers
     # on one machine need KB_WORKER_NAME.
     command += ["--hostname", f"{os.environ.get('KB_WORKER_NAME', 'kb')}@%h"]
