@@ -271,11 +271,40 @@ class AnswerSentence(models.Model):
         return self.text[:80]
 
 
+class Conversation(models.Model):
+    """A thread of questions by one user: each follow-up is answered in the context of the earlier
+    ones. Private to its user; deleting it deletes its questions."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["user", "-updated_at"])]
+
+    def __str__(self):
+        return self.title
+
+
 class Question(models.Model):
     """A question a user asked, within the collections they chose, and the answer they got."""
 
+    class Rewrite(models.TextChoices):
+        NONE = "", "Not rewritten"
+        ENGINE = "engine", "Rewritten by the engine"
+        RULES = "rules", "Rewritten by rules"
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="questions")
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.CASCADE, related_name="questions"
+    )
     text = models.TextField()
+    search_query = models.TextField(
+        blank=True, help_text="The standalone question searched and answered, when a follow-up was rewritten."
+    )
+    rewrite = models.CharField(max_length=10, choices=Rewrite.choices, default=Rewrite.NONE, blank=True)
     language = models.CharField(max_length=10, blank=True)
     collections = models.ManyToManyField(Collection, blank=True, related_name="+")
     answer = models.ForeignKey(Answer, null=True, on_delete=models.SET_NULL, related_name="questions")
@@ -285,9 +314,15 @@ class Question(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["conversation", "-created_at"])]
 
     def __str__(self):
         return self.text[:80]
+
+    @property
+    def searched(self) -> str:
+        """What was searched and answered: the rewrite of a follow-up, else the question itself."""
+        return self.search_query or self.text
 
 
 class Feedback(models.Model):

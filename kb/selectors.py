@@ -1,9 +1,19 @@
 """Read-side queries shared by search, answers, the API and the console."""
 
-from django.db.models import F, Max, Min, Q, QuerySet
+from django.db.models import Count, F, Max, Min, Q, QuerySet
 from django.db.models.functions import Substr
 
-from kb.models import Answer, Chunk, Citation, Collection, DocumentVersion, Feedback, Question, Review
+from kb.models import (
+    Answer,
+    Chunk,
+    Citation,
+    Collection,
+    Conversation,
+    DocumentVersion,
+    Feedback,
+    Question,
+    Review,
+)
 
 
 def current_chunks() -> QuerySet[Chunk]:
@@ -59,6 +69,22 @@ def context_window(chunk: Chunk, neighbours: int = 1) -> tuple[int, int, str]:
 def own_questions(user) -> QuerySet[Question]:
     """The user's own questions, newest first: nobody else's history is ever listed."""
     return Question.objects.filter(user=user).select_related("answer", "feedback")
+
+
+def own_conversations(user) -> QuerySet[Conversation]:
+    """The user's own threads, the last one asked in first, with how many questions each holds:
+    a thread opened by anyone else is not found."""
+    return (
+        Conversation.objects.filter(user=user)
+        .annotate(turns=Count("questions"))
+        .order_by("-updated_at", "-pk")
+    )
+
+
+def latest_turns(conversation: Conversation, count: int) -> list[Question]:
+    """The last `count` questions of a thread, oldest first (a long thread shows its end)."""
+    latest = own_questions(conversation.user).filter(conversation=conversation)[:count]
+    return list(reversed(latest))
 
 
 def feedback_on(question: Question) -> Feedback | None:

@@ -215,6 +215,20 @@ KB_FACTCHECK_RELATED_SIMILARITY = float(os.environ.get("KB_FACTCHECK_RELATED_SIM
 # How often each process checks whether the sensitive-term list changed.
 KB_SENSITIVE_TERMS_REFRESH_SECONDS = float(os.environ.get("KB_SENSITIVE_TERMS_REFRESH_SECONDS", "2"))
 
+# --- Conversations ---------------------------------------------------------------------------
+
+# How a follow-up becomes a standalone question: "engine" (rules when the engine fails or its
+# rewrite is turned down), "rules" alone, or "off" (searched as typed).
+KB_REWRITE = os.environ.get("KB_REWRITE", "engine")
+if KB_REWRITE not in ("engine", "rules", "off"):
+    raise ImproperlyConfigured(f"KB_REWRITE must be engine, rules or off, not {KB_REWRITE!r}")
+# Earlier questions of a thread the rewrite sees: what a follow-up refers to is almost always among
+# the last few, and a thread of hundreds of turns costs no more than one of four.
+KB_REWRITE_TURNS = int(os.environ.get("KB_REWRITE_TURNS", "4"))
+KB_REWRITE_MAX_TOKENS = int(os.environ.get("KB_REWRITE_MAX_TOKENS", "48"))
+# Seconds the rewrite may take before the rules are used: it delays every follow-up's answer.
+KB_REWRITE_TIMEOUT = float(os.environ.get("KB_REWRITE_TIMEOUT", "10"))
+
 # --- Models ----------------------------------------------------------------------------------
 
 KB_EMBEDDING_MODEL = os.environ.get("KB_EMBEDDING_MODEL", "all-MiniLM-L6-v2")

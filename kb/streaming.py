@@ -1,4 +1,5 @@
-"""An answer as server-sent events: `token` events while the engine writes, then one final event.
+"""An answer as server-sent events: a `search` event with a follow-up's standalone rewrite, `token`
+events while the engine writes, then one final event.
 
 The question is answered in a thread of its own, so the event loop keeps serving other requests
 while the engine generates; tokens cross into the loop through an asyncio queue. Under ASGI
@@ -20,7 +21,7 @@ from retrieval.search import InvalidQuery
 
 logger = logging.getLogger(__name__)
 
-Ask = Callable[[Callable[[str], None]], Question]  # called with on_token
+Ask = Callable[[Callable[[str], None], Callable[[str], None]], Question]  # called with on_token, on_search
 Payload = Callable[[Question], dict]
 
 
@@ -44,7 +45,9 @@ async def _events(ask: Ask, payload: Payload, final_event: str) -> AsyncIterator
 
     def work() -> None:
         try:
-            question = ask(lambda text: send("token", {"text": text}))
+            question = ask(
+                lambda text: send("token", {"text": text}), lambda query: send("search", {"query": query})
+            )
             send(final_event, payload(question))
         except InvalidQuery as error:
             send("error", {"code": "invalid_query", "message": str(error)})
@@ -58,5 +61,5 @@ async def _events(ask: Ask, payload: Payload, final_event: str) -> AsyncIterator
     while True:
         name, data = await queue.get()
         yield event(name, data)
-        if name != "token":
+        if name not in ("token", "search"):
             return

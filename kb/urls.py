@@ -9,7 +9,10 @@ handler500 = "kb.views.server_error"
 
 urlpatterns = [
     path("", views.ask_page, name="ask"),
-    path("questions/<int:question_id>", views.ask_page, name="question"),
+    path("conversations/<int:conversation_id>", views.ask_page, name="conversation"),
+    path("conversations/<int:conversation_id>/rename", views.rename, name="rename-conversation"),
+    path("conversations/<int:conversation_id>/delete", views.delete, name="delete-conversation"),
+    path("questions/<int:question_id>", views.question_page, name="question"),
     path("questions/<int:question_id>/feedback", views.feedback, name="feedback"),
     path("ask", views.ask_stream, name="ask-stream"),
     path("citations/<int:citation_id>", views.citation_panel, name="citation"),

@@ -1,15 +1,17 @@
 """HTTP views of the knowledge base: the staff Q&A pages and the health endpoint.
 
-The Q&A page streams an answer as server-sent events (kb.streaming) and then swaps in the stored
-answer rendered by the same template that shows it in the history. Every object is looked up
-through the selectors that apply the reader's rights, so what a user may not read is a 404.
+The Q&A page is a conversation: each question is answered in the context of the thread's earlier
+ones. An answer streams in as server-sent events (kb.streaming) and then the stored answer is
+swapped in, rendered by the same template that shows it when the thread is opened again. Every
+object is looked up through the selectors that apply the reader's rights, so what a user may not
+read (another user's thread included) is a 404.
 """
 
 import sys
 
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
@@ -23,12 +25,21 @@ from kb.selectors import (
     correction_of,
     current_chunks,
     feedback_on,
+    latest_turns,
+    own_conversations,
     own_questions,
     passage_in_context,
     readable_collections,
     visible_citations,
 )
 from kb.services.answers import ask, normalise_question
+from kb.services.conversations import (
+    InvalidConversation,
+    delete_conversation,
+    rename_conversation,
+    start_conversation,
+    title_for,
+)
 from kb.services.feedback import InvalidFeedback, give_feedback
 from kb.services.health import system_health
 from kb.services.rate_limits import RateLimited, consume
@@ -37,6 +48,8 @@ from kb.streaming import answer_stream
 from retrieval.search import InvalidQuery
 
 HISTORY_LENGTH = 30
+# Questions of a thread shown on its page: the end of a thread hundreds of questions long.
+THREAD_TURNS = 20
 # Characters of the document shown around a cited passage in the side panel.
 PASSAGE_CONTEXT = 400
 
@@ -63,22 +76,65 @@ def server_error(request):
 
 @login_required
 @require_GET
-def ask_page(request, question_id: int | None = None):
-    """The one page of the staff: ask, read the answer with its sources, look back at earlier ones."""
-    question = get_object_or_404(own_questions(request.user), pk=question_id) if question_id else None
+def ask_page(request, conversation_id: int | None = None):
+    """The one page of the staff: a conversation (a new one at /), its answers with their sources,
+    and the user's other conversations beside it."""
+    conversation = None
+    if conversation_id is not None:
+        conversation = get_object_or_404(own_conversations(request.user), pk=conversation_id)
+    turns = latest_turns(conversation, THREAD_TURNS) if conversation else []
+    return _page(request, conversation, turns)
+
+
+@login_required
+@require_GET
+def question_page(request, question_id: int):
+    """One earlier question: its place in its conversation, or the question alone when it was
+    asked outside one (through the API or the ask command)."""
+    question = get_object_or_404(own_questions(request.user), pk=question_id)
+    if question.conversation_id:
+        return redirect(f"/conversations/{question.conversation_id}#question-{question.pk}")
+    return _page(request, None, [question])
+
+
+def _page(request, conversation, turns):
     context = {
         "collections": readable_collections(request.user).order_by("name"),
-        "history": own_questions(request.user)[:HISTORY_LENGTH],
-        "question": question,
-        **(answer_context(request.user, question) if question else {}),
+        "history": own_conversations(request.user)[:HISTORY_LENGTH],
+        "conversation": conversation,
+        "earlier_turns": conversation.turns - len(turns) if conversation else 0,
+        "turns": [
+            render_to_string("kb/_answer.html", answer_context(request.user, turn), request=request)
+            for turn in turns
+        ],
     }
     return render(request, "kb/ask.html", context)
 
 
 @login_required
 @require_POST
+def rename(request, conversation_id: int):
+    conversation = get_object_or_404(own_conversations(request.user), pk=conversation_id)
+    try:
+        rename_conversation(conversation, title=request.POST.get("title", ""))
+    except InvalidConversation as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    return redirect("conversation", conversation.pk)
+
+
+@login_required
+@require_POST
+def delete(request, conversation_id: int):
+    conversation = get_object_or_404(own_conversations(request.user), pk=conversation_id)
+    delete_conversation(conversation, actor=request.user, request=request)
+    return redirect("ask")
+
+
+@login_required
+@require_POST
 def ask_stream(request):
-    """Answer the posted question as server-sent events: `token`s, then `answer` with its HTML."""
+    """Answer the posted question as server-sent events: `search` (a follow-up's rewrite), `token`s,
+    then `answer` with its HTML. Without a `conversation` the question starts a new one."""
     chosen = request.POST.getlist("collections")
     readable = list(readable_collections(request.user).values_list("name", flat=True))
     # All boxes ticked means "everything I may read", including collections shared with me later.
@@ -97,18 +153,33 @@ def ask_stream(request):
         search_scopes(request.user, collections)
     except InvalidQuery as error:
         return JsonResponse({"error": str(error)}, status=400)
-    language = translation.get_language()
     user = request.user
+    if conversation_id := request.POST.get("conversation"):
+        conversation = (
+            own_conversations(user).filter(pk=conversation_id).first() if conversation_id.isdigit() else None
+        )
+        if conversation is None:
+            return JsonResponse({"error": _("This conversation does not exist.")}, status=404)
+    else:
+        conversation = start_conversation(user=user, title=title_for(question))
+    language = translation.get_language()
 
     def payload(asked) -> dict:
+        thread = own_conversations(user).get(pk=conversation.pk)
         with translation.override(language):  # the answer is rendered in the answering thread
             html = render_to_string("kb/_answer.html", answer_context(user, asked), request=request)
-            entry = render_to_string("kb/_history_entry.html", {"entry": asked, "current": True})
-        return {"id": asked.pk, "html": html, "history_entry": entry}
+            entry = render_to_string("kb/_history_entry.html", {"entry": thread, "current": True})
+        return {"id": asked.pk, "conversation": conversation.pk, "html": html, "history_entry": entry}
 
     return answer_stream(
-        lambda on_token: ask(
-            user=user, question=question, collections=collections, on_token=on_token, request=request
+        lambda on_token, on_search: ask(
+            user=user,
+            question=question,
+            collections=collections,
+            conversation=conversation,
+            on_token=on_token,
+            on_search=on_search,
+            request=request,
         ),
         payload,
     )

@@ -11,7 +11,16 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from kb.models import Answer, AnswerSentence, AskBatch, AskBatchItem, Citation, Collection, Question
+from kb.models import (
+    Answer,
+    AnswerSentence,
+    AskBatch,
+    AskBatchItem,
+    Citation,
+    Collection,
+    Conversation,
+    Question,
+)
 from kb.services.tokens import create_token
 from tests.test_search_access import ingest
 
@@ -26,6 +35,7 @@ PUBLIC = b"# Canteen\n\nThe canteen opens at noon.\n"
 # (the board reader who asked the question), "curator" (the board's curator), "admin".
 BOARD = {"board", "asker", "curator", "admin"}
 ASKER = {"asker", "admin"}  # questions, feedback, citations are their asker's (admins see all, not via these)
+SIGNED_IN = {"outsider", "board", "asker", "curator", "other_curator", "admin"}
 # Pages and endpoints that hold nothing of any collection.
 OPEN = {"login", "logout", "set_language", "healthz", "api:schema", "api:docs", None}
 CURATORS = {"curator", "other_curator", "admin"}
@@ -105,6 +115,11 @@ def world(settings):
     question.collections.set([board_docs])
     batch = AskBatch.objects.create(user=users["asker"], collections=[board_docs.name], total=1, done=1)
     AskBatchItem.objects.create(batch=batch, ordinal=0, text="When does it close?", question=question)
+    # The asker's thread: its title is their own words, which name the project.
+    conversation = Conversation.objects.create(user=users["asker"], title=f"The {SECRET_WORD} merger")
+    Question.objects.create(
+        user=users["asker"], conversation=conversation, text="And the date?", answer=answer
+    )
     objects = {
         "question": question.pk,
         "citation": citation.pk,
@@ -112,6 +127,7 @@ def world(settings):
         "document": secret.pk,
         "answer": answer.pk,
         "batch": batch.pk,
+        "conversation": conversation.pk,
     }
     return {"users": users, "objects": objects, "board_collection": BOARD_COLLECTION}
 
@@ -121,6 +137,16 @@ def calls(objects, collection):
     o = objects
     return {
         "ask": [("get", "/", None, BOARD)],
+        "conversation": [("get", f"/conversations/{o['conversation']}", None, {"asker"})],
+        "rename-conversation": [
+            (
+                "post",
+                f"/conversations/{o['conversation']}/rename",
+                {"title": f"{SECRET_WORD} plans"},
+                {"asker"},
+            )
+        ],
+        "delete-conversation": [("post", f"/conversations/{o['conversation']}/delete", None, {"asker"})],
         "question": [("get", f"/questions/{o['question']}", None, {"asker"})],
         "feedback": [("post", f"/questions/{o['question']}/feedback", {"rating": "down"}, {"asker"})],
         "ask-stream": [
@@ -146,6 +172,20 @@ def calls(objects, collection):
         "api:search": [("post", "/api/v1/search", {"query": SECRET_WORD}, BOARD)],
         "api:ask": [("post", "/api/v1/ask", {"question": "When does the merger close?"}, BOARD)],
         "api:questions": [("get", "/api/v1/questions", None, BOARD)],  # each their own, and readers
+        "api:conversations": [
+            ("get", "/api/v1/conversations", None, {"asker"}),
+            ("post", "/api/v1/conversations", {"title": "Canteen"}, SIGNED_IN),
+        ],
+        "api:conversation": [
+            ("get", f"/api/v1/conversations/{o['conversation']}", None, {"asker"}),
+            (
+                "patch",
+                f"/api/v1/conversations/{o['conversation']}",
+                {"title": f"{SECRET_WORD} deal"},
+                {"asker"},
+            ),
+            ("delete", f"/api/v1/conversations/{o['conversation']}", None, {"asker"}),
+        ],
         "api:question": [("get", f"/api/v1/questions/{o['question']}", None, {"asker"})],
         "api:feedback": [
             ("post", f"/api/v1/questions/{o['question']}/feedback", {"rating": "up"}, {"asker"})
@@ -206,12 +246,18 @@ def test_nobody_reaches_the_boards_documents_through_any_url(world):
     every_call = [
         (name, *case) for name, cases in calls(world["objects"], BOARD_COLLECTION).items() for case in cases
     ]
-    every_call.sort(key=lambda call: call[1] == "delete")  # deleting the document comes last
+    # Deleting the document and the thread comes last.
+    every_call.sort(key=lambda call: call[1] == "delete" or call[0] == "delete-conversation")
     for name, method, url, data, allowed in every_call:
         for who, user in users.items():
             client = api_client(user) if url.startswith("/api/") else page_client(user)
             send = getattr(client, method)
-            if url.startswith("/api/") and data is not None and method == "post" and name != "api:documents":
+            if (
+                url.startswith("/api/")
+                and data is not None
+                and method in ("post", "patch")
+                and name != "api:documents"
+            ):
                 response = send(url, data, content_type="application/json")
             else:
                 response = send(url, data or {})
@@ -239,6 +285,7 @@ LISTS = {
     "api:jobs",
     "api:search",
     "api:questions",
+    "api:conversations",
     "api:ask",
     "review-queue",
 }

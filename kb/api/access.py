@@ -45,7 +45,8 @@ def collection_names(request, requested: list[str] | None) -> list[str] | None:
 
 
 class WritableToken(BasePermission):
-    """Read-only tokens may search, ask and give feedback, but not upload or delete documents."""
+    """Read-only tokens may search, ask (in conversations too) and give feedback, but not upload or
+    delete documents, nor rename or delete conversations."""
 
     message = "this token is read-only"
 

@@ -10,6 +10,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from kb.services.conversations import InvalidConversation
 from kb.services.feedback import InvalidFeedback
 from kb.services.ingestion import UploadRejected
 from kb.services.rate_limits import RateLimited
@@ -42,6 +43,7 @@ SERVICE_ERRORS = [
     (InvalidQuery, status.HTTP_400_BAD_REQUEST, "invalid_query"),
     (UploadRejected, status.HTTP_400_BAD_REQUEST, "upload_rejected"),
     (InvalidFeedback, status.HTTP_400_BAD_REQUEST, "invalid_feedback"),
+    (InvalidConversation, status.HTTP_400_BAD_REQUEST, "invalid_conversation"),
 ]
 
 

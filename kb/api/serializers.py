@@ -9,6 +9,7 @@ from kb.models import (
     AskBatchItem,
     Citation,
     Collection,
+    Conversation,
     Document,
     DocumentVersion,
     Feedback,
@@ -153,6 +154,12 @@ class SearchResponseSerializer(serializers.Serializer):
 class AskSerializer(serializers.Serializer):
     question = serializers.CharField(trim_whitespace=False)
     collections = ScopeField()
+    conversation = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="One of the caller's conversations: the question is a follow-up in it, rewritten into a "
+        "standalone question (`search_query`) before it is searched. Left out: a question on its own.",
+    )
     stream = serializers.BooleanField(
         default=False,
         help_text="Answer as server-sent events: `token` events while the answer is written, then one "
@@ -237,18 +244,30 @@ class FeedbackSerializer(serializers.ModelSerializer):
 
 class QuestionSerializer(serializers.ModelSerializer):
     question = serializers.CharField(source="text")
+    search_query = serializers.CharField(
+        source="searched", help_text="What was searched and answered: a follow-up's rewrite, or the question."
+    )
     collections = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     answer = AnswerSerializer(allow_null=True)
     feedback = serializers.SerializerMethodField()
 
     class Meta:
         model = Question
-        fields = ["id", "question", "language", "collections", "created_at", "cache_hit", "latency_ms"]
-        fields += ["answer", "feedback"]
+        fields = ["id", "conversation", "question", "search_query", "rewrite", "language", "collections"]
+        fields += ["created_at", "cache_hit", "latency_ms", "answer", "feedback"]
 
     def get_feedback(self, question) -> FeedbackSerializer(allow_null=True):
         feedback = feedback_on(question)
         return FeedbackSerializer(feedback).data if feedback else None
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    questions = serializers.IntegerField(source="turns", read_only=True)
+
+    class Meta:
+        model = Conversation
+        fields = ["id", "title", "questions", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
 
 
 # --- batches --------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from django.db.models import Count, Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,9 +12,10 @@ from rest_framework.views import APIView
 from kb.api import serializers as s
 from kb.api.access import WritableToken, collection_names, visible_collections
 from kb.models import AskBatch, AskBatchItem, Document, DocumentVersion
-from kb.selectors import can_curate, curated_collections, own_questions, visible_citations
+from kb.selectors import can_curate, curated_collections, own_conversations, own_questions, visible_citations
 from kb.services.answers import ask, normalise_question
 from kb.services.batches import submit_batch
+from kb.services.conversations import delete_conversation, rename_conversation, start_conversation
 from kb.services.documents import delete_document
 from kb.services.feedback import give_feedback
 from kb.services.ingestion import upload_document
@@ -261,10 +262,11 @@ class Ask(APIView):
             ),
             (200, "text/event-stream"): OpenApiResponse(
                 OpenApiTypes.STR,
-                description="With `stream: true`: `token` events ({text}), then an `answer` event "
-                "holding the Question object, or an `error` event ({code, message})",
+                description="With `stream: true`: a `search` event ({query}) when a follow-up was "
+                "rewritten, `token` events ({text}), then an `answer` event holding the Question object, "
+                "or an `error` event ({code, message})",
             ),
-            **body_errors(429),
+            **body_errors(404, 429),
         },
     )
     def post(self, request):
@@ -276,19 +278,35 @@ class Ask(APIView):
         question = normalise_question(data["question"])
         collections = collection_names(request, data.get("collections"))
         search_scopes(request.user, collections)  # an unknown collection is a 400 before any stream starts
+        conversation = None
+        if data.get("conversation") is not None:
+            conversation = own_conversations(request.user).filter(pk=data["conversation"]).first()
+            if conversation is None:
+                raise NotFound("no such conversation")
         if data["stream"]:
             return answer_stream(
-                lambda on_token: ask(
+                lambda on_token, on_search: ask(
                     user=request.user,
                     question=question,
                     collections=collections,
+                    conversation=conversation,
                     on_token=on_token,
+                    on_search=on_search,
                     request=request,
                 ),
                 lambda asked_question: question_payload(request, asked_question),
             )
-        asked_question = ask(user=request.user, question=question, collections=collections, request=request)
+        asked_question = ask(
+            user=request.user,
+            question=question,
+            collections=collections,
+            conversation=conversation,
+            request=request,
+        )
         return Response(question_payload(request, asked_question))
+
+
+CONVERSATION_FILTER = OpenApiParameter("conversation", int, description="Only this conversation's.")
 
 
 @extend_schema(tags=["questions"])
@@ -298,9 +316,16 @@ class QuestionList(AnswerViewMixin, generics.ListAPIView):
     serializer_class = s.QuestionSerializer
 
     def get_queryset(self):
-        return own_questions(self.request.user)
+        questions = own_questions(self.request.user)
+        if (conversation := self.request.query_params.get("conversation")) is not None:
+            if not conversation.isdigit():
+                raise ValidationError({"conversation": ["a conversation id is a number"]})
+            questions = questions.filter(conversation=conversation)
+        return questions
 
-    @extend_schema(responses={200: s.QuestionSerializer(many=True), **errors()})
+    @extend_schema(
+        parameters=[CONVERSATION_FILTER], responses={200: s.QuestionSerializer(many=True), **errors(400)}
+    )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -330,6 +355,65 @@ class QuestionFeedback(APIView):
             comment=given.validated_data.get("comment", ""),
         )
         return Response(s.FeedbackSerializer(feedback).data)
+
+
+# --- conversations --------------------------------------------------------------------------
+
+
+@extend_schema(tags=["conversations"])
+class ConversationList(generics.ListCreateAPIView):
+    serializer_class = s.ConversationSerializer
+
+    def get_queryset(self):
+        return own_conversations(self.request.user)
+
+    @extend_schema(responses={200: s.ConversationSerializer(many=True), **errors()})
+    def get(self, request, *args, **kwargs):
+        """The caller's conversations, the one last asked in first."""
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(responses={201: s.ConversationSerializer, **body_errors()})
+    def post(self, request, *args, **kwargs):
+        """Start a conversation; ask in it with `conversation` set on POST /ask."""
+        return super().post(request, *args, **kwargs)
+
+    def perform_create(self, serializer):
+        created = start_conversation(user=self.request.user, title=serializer.validated_data["title"])
+        serializer.instance = own_conversations(self.request.user).get(pk=created.pk)
+
+
+@extend_schema(tags=["conversations"])
+class ConversationDetail(generics.RetrieveUpdateDestroyAPIView):
+    """One of the caller's conversations (anyone else's is a 404); its questions are at
+    GET /questions?conversation=ID."""
+
+    permission_classes = [*generics.RetrieveUpdateDestroyAPIView.permission_classes, WritableToken]
+    serializer_class = s.ConversationSerializer
+    http_method_names = ["get", "patch", "delete", "options", "head"]
+
+    def get_queryset(self):
+        return own_conversations(self.request.user)
+
+    @extend_schema(responses={200: s.ConversationSerializer, **errors(404)})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(responses={200: s.ConversationSerializer, **body_errors(403, 404)})
+    def patch(self, request, *args, **kwargs):
+        """Rename the conversation."""
+        return super().patch(request, *args, **kwargs)
+
+    @extend_schema(responses={204: None, **errors(403, 404)})
+    def delete(self, request, *args, **kwargs):
+        """Delete the conversation and its questions."""
+        return super().delete(request, *args, **kwargs)
+
+    def perform_update(self, serializer):
+        if "title" in serializer.validated_data:
+            rename_conversation(serializer.instance, title=serializer.validated_data["title"])
+
+    def perform_destroy(self, conversation):
+        delete_conversation(conversation, actor=self.request.user, request=self.request)
 
 
 # --- batches -------------------------------------------------------------------------------------

@@ -3,12 +3,13 @@
     question = ask(user=user, question="How many days of leave carry over?", collections=["HR"])
     question.answer.outcome, question.answer.text, question.answer.sentences, question.answer.citations
 
-The pipeline: normalise → safety (sensitive terms, prompt injection) → frequent-question cache →
-hybrid retrieval in the user's scopes → excerpts as numbered sources → engine (streamed to
-`on_token`) → markers read and verified → fact-check per sentence → policy (drop or flag what is
-not supported) → stored Answer → Question. When nothing is supported, or nothing relevant was
-found, the answer says the documents do not contain it and lists the closest sources. Every
-surface (API, staff UI, the `ask` and `evaluate` commands) calls `ask`.
+The pipeline: normalise → safety (sensitive terms, prompt injection) → a follow-up in a
+conversation made standalone (kb.services.conversations; shown through `on_search`) →
+frequent-question cache → hybrid retrieval in the user's scopes → excerpts as numbered sources →
+engine (streamed to `on_token`) → markers read and verified → fact-check per sentence → policy
+(drop or flag what is not supported) → stored Answer → Question. When nothing is supported, or
+nothing relevant was found, the answer says the documents do not contain it and lists the
+closest sources. Every surface (API, staff UI, the `ask` and `evaluate` commands) calls `ask`.
 """
 
 import time
@@ -25,8 +26,9 @@ from kb.answering.injection import find_injections
 from kb.answering.prompt import answer_messages
 from kb.answering.sources import Source, select_sources
 from kb.ingestion.language import CHINESE, detect_language
-from kb.models import Answer, AnswerSentence, Citation, Question
+from kb.models import Answer, AnswerSentence, Citation, Conversation, Question
 from kb.services import audit
+from kb.services.conversations import Standalone, standalone
 from kb.services.search import Result, chunks_for, search_scopes
 from kb.services.sensitive_terms import screen_text, terms_version
 from retrieval import cache
@@ -67,30 +69,49 @@ def ask(
     user,
     question: str,
     collections: list[str] | None = None,
+    conversation: Conversation | None = None,
     on_token: Callable[[str], None] | None = None,
+    on_search: Callable[[str], None] | None = None,
     request=None,
     use_cache: bool = True,
 ) -> Question:
-    """Answer `question` for `user` from the collections they may read (the named ones, or all).
-    `use_cache=False` skips the frequent-question cache (evaluation measures real answers). Raises
-    InvalidQuery (UnknownCollection included) with a reason for a question that cannot be asked."""
+    """Answer `question` for `user` from the collections they may read (the named ones, or all),
+    as a follow-up in `conversation` (the user's own) when given; `on_search` gets a follow-up's
+    rewrite before it is searched. `use_cache=False` skips the frequent-question cache (evaluation
+    measures real answers). Raises InvalidQuery (UnknownCollection included) with a reason for a
+    question that cannot be asked."""
     started = time.monotonic()
     text = normalise_question(question)
+    if conversation is not None and conversation.user_id != user.pk:
+        raise InvalidQuery("no such conversation")
     language = detect_language(text) or "en"
     scopes = search_scopes(user, collections)
-    answer, cache_hit = _answer_safely(
-        text, scopes, language, user=user, request=request, on_token=on_token, use_cache=use_cache
+    answer, cache_hit, searched = _answer_safely(
+        text,
+        scopes,
+        language,
+        user=user,
+        request=request,
+        conversation=conversation,
+        on_token=on_token,
+        on_search=on_search,
+        use_cache=use_cache,
     )
     with transaction.atomic():
         asked = Question.objects.create(
             user=user,
+            conversation=conversation,
             text=text,
+            search_query=searched.text if searched.rewrite else "",
+            rewrite=searched.rewrite,
             language=language,
             answer=answer,
             cache_hit=cache_hit,
             latency_ms=_ms_since(started),
         )
         asked.collections.set(scopes)
+        if conversation is not None:
+            conversation.save(update_fields=["updated_at"])  # the thread moves to the top of the list
         audit.record(
             action="question_asked", actor=user, target=asked, request=request, outcome=answer.outcome
         )
@@ -104,10 +125,14 @@ def normalise_question(question) -> str:
     return normalise_query(question)
 
 
-def _answer_safely(text, scopes, language, *, user, request, on_token, use_cache) -> tuple[Answer, bool]:
+def _answer_safely(
+    text, scopes, language, *, user, request, conversation, on_token, on_search, use_cache
+) -> tuple[Answer, bool, Standalone]:
+    """The answer, whether it came from the cache, and what was searched."""
+    unchanged = Standalone(text)
     screening = screen_text(text, actor=user, request=request, where="question")
     if screening.blocked:
-        return _blocked(language, reason="sensitive_terms"), False
+        return _blocked(language, reason="sensitive_terms"), False, unchanged
     if injections := find_injections(text):
         audit.record(
             action="safety_block",
@@ -117,17 +142,21 @@ def _answer_safely(text, scopes, language, *, user, request, on_token, use_cache
             reason="prompt_injection",
             patterns=sorted({finding.pattern for finding in injections}),
         )
-        return _blocked(language, reason="prompt_injection"), False
-    query = screening.text  # masked terms stay masked in the search and the prompt
+        return _blocked(language, reason="prompt_injection"), False, unchanged
+    # Masked terms stay masked in the rewrite, the search and the prompt.
+    searched = standalone(conversation, screening.text, language=language)
+    if searched.rewrite and on_search is not None:
+        on_search(searched.text)
+    query = searched.text
     key = _cache_key(query, scopes)
     cached_id = cache.get(key) if use_cache else None
     cached = Answer.objects.filter(pk=cached_id).first() if cached_id else None
     if cached is not None:
-        return cached, True
+        return cached, True, searched
     answer = _answer(query, scopes, language, user=user, request=request, on_token=on_token)
     if answer.outcome in CACHEABLE_OUTCOMES:
         cache.put(key, answer.pk)
-    return answer, False
+    return answer, False, searched
 
 
 def _cache_key(query: str, scopes: list[int]) -> str:

@@ -1,11 +1,13 @@
-// The staff Q&A page: stream an answer in, open citations in the side panel, send feedback.
+// The staff Q&A page: a conversation. Stream each answer in at the end of the thread, open
+// citations in the side panel, send feedback.
 // Plain JS, no build step. The server renders every piece of HTML; this file only moves it.
 "use strict";
 
 const form = document.getElementById("ask-form");
 const questionBox = document.getElementById("question");
 const askButton = document.getElementById("ask-button");
-const answerBox = document.getElementById("answer");
+const thread = document.getElementById("thread");
+const conversationField = document.getElementById("conversation");
 const statusLine = document.getElementById("status");
 const panel = document.getElementById("panel");
 const panelBody = document.getElementById("panel-body");
@@ -36,60 +38,88 @@ async function* readEvents(response) {
   }
 }
 
+// A new turn at the end of the thread, showing the question until its answer replaces it.
+function startTurn(question) {
+  const turn = document.createElement("article");
+  turn.className = "card answer-card turn";
+  const head = document.createElement("header");
+  head.className = "answer-head";
+  const asked = document.createElement("h2");
+  asked.className = "asked";
+  asked.textContent = question;
+  head.append(asked);
+  const searched = document.createElement("p");
+  searched.className = "searched muted";
+  searched.hidden = true;
+  const live = document.createElement("p");
+  live.className = "answer-text streaming";
+  live.id = "live";
+  turn.append(head, searched, live);
+  thread.append(turn);
+  turn.scrollIntoView({ block: "nearest" });
+  return { turn, searched, live };
+}
+
 async function ask(event) {
   event.preventDefault();
-  if (!questionBox.value.trim()) {
+  const question = questionBox.value.trim();
+  if (!question) {
     questionBox.focus();
     return;
   }
   askButton.disabled = true;
   closePanel();
   setStatus(messages.thinking);
-  answerBox.classList.remove("empty");
-  answerBox.innerHTML = '<p class="answer-text streaming" id="live"></p>';
-  const live = document.getElementById("live");
+  const body = new FormData(form);
+  const { turn, searched, live } = startTurn(question);
   try {
     const response = await fetch(form.action, {
       method: "POST",
-      body: new FormData(form),
+      body,
       headers: { "X-CSRFToken": csrfToken, Accept: "text/event-stream" },
     });
     if (!response.ok) {
-      const body = await response.json().catch(() => ({}));
-      throw new Error(body.error || messages.failed);
+      const failure = await response.json().catch(() => ({}));
+      throw new Error(failure.error || messages.failed);
     }
     for await (const { name, data } of readEvents(response)) {
-      if (name === "token") {
+      if (name === "search") {
+        searched.textContent = `${messages.searching} ${data.query}`;
+        searched.hidden = false;
+        setStatus(searched.textContent);
+      } else if (name === "token") {
         if (!live.textContent) setStatus(messages.writing);
         live.textContent += data.text;
         if (live.textContent.endsWith(".") || live.textContent.endsWith("。")) setStatus(messages.checking);
       } else if (name === "answer") {
-        answerBox.innerHTML = data.html;
-        addToHistory(data.history_entry);
-        history.pushState({}, "", `/questions/${data.id}`);
+        turn.outerHTML = data.html;
+        conversationField.value = data.conversation;
+        addToHistory(data.conversation, data.history_entry);
+        history.pushState({}, "", `/conversations/${data.conversation}`);
+        questionBox.value = "";
         setStatus("");
       } else if (name === "error") {
         throw new Error(data.message);
       }
     }
   } catch (error) {
-    answerBox.innerHTML = "";
-    answerBox.classList.add("empty");
     setStatus("");
+    live.remove();
     const alert = document.createElement("p");
     alert.className = "error";
     alert.setAttribute("role", "alert");
     alert.textContent = error.message || messages.failed;
-    answerBox.append(alert);
-    answerBox.classList.remove("empty");
+    turn.append(alert);
   } finally {
     askButton.disabled = false;
   }
 }
 
-function addToHistory(html) {
+// The thread asked in moves to the top of the list (added there when it is new).
+function addToHistory(conversation, html) {
   const list = document.getElementById("history-list");
   document.getElementById("history-empty")?.remove();
+  list.querySelector(`[data-conversation="${conversation}"]`)?.remove();
   list.querySelectorAll(".current").forEach((item) => item.classList.remove("current"));
   list.insertAdjacentHTML("afterbegin", html);
 }
@@ -136,6 +166,8 @@ document.addEventListener("click", (event) => {
   }
 });
 document.addEventListener("submit", (event) => {
+  const question = event.target.dataset.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
   if (event.target.matches(".feedback-form")) {
     event.preventDefault();
     sendFeedback(event.target, event.submitter);

@@ -71,6 +71,8 @@ def test_the_schema_is_valid_openapi_3_1_and_covers_every_endpoint(client):
             "questions",
             "questions/{id}",
             "questions/{id}/feedback",
+            "conversations",
+            "conversations/{id}",
             "batches",
             "batches/{id}",
         ]

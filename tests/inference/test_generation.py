@@ -53,14 +53,22 @@ def test_text_that_may_begin_a_stop_sequence_is_held_back_until_it_does_not(toke
 
 
 def test_end_of_sequence_token_finishes_with_stop(int8_runner, tokenizer):
-    # A question SmolLM2 answers in one short sentence; "Say hello." made some INT8 builds ramble on.
-    prompt_ids = tokenizer.encode(tokenizer.render([{"role": "user", "content": "What is 2 + 2?"}]))
-    text, token_ids, finish = completion(
-        int8_runner, tokenizer, prompt_ids, SamplingParams(temperature=0.0, max_tokens=100)
-    )
-    assert finish == STOP
-    assert token_ids[-1] in tokenizer.eos_token_ids
-    assert "<|im_end|>" not in text
+    # Questions SmolLM2 answers in a short sentence. Which of them an INT8 build rambles on about
+    # differs from build to build (a rebuild on 2 December 2026 kept going after "… is 4."), so
+    # every one that ends must end with the EOS token, and at least one must end.
+    stopped = 0
+    for question in ("What is 2 + 2?", "Name one fruit.", "What colour is the sky?"):
+        prompt_ids = tokenizer.encode(tokenizer.render([{"role": "user", "content": question}]))
+        text, token_ids, finish = completion(
+            int8_runner, tokenizer, prompt_ids, SamplingParams(temperature=0.0, max_tokens=100)
+        )
+        assert "<|im_end|>" not in text
+        if finish == STOP:
+            assert token_ids[-1] in tokenizer.eos_token_ids
+            stopped += 1
+        else:
+            assert finish == LENGTH and len(token_ids) == 100
+    assert stopped
 
 
 def test_full_context_ends_the_completion_with_finish_reason_length(int8_runner, tokenizer):
