@@ -17,7 +17,7 @@ import functools
 import re
 
 from kb.answering.injection import find_injections
-from kb.ingestion.language import CHINESE, detect_language
+from kb.ingestion.language import CHINESE, HAN, detect_language
 from retrieval.tokenizer import search_tokens
 
 # A rewrite may use a few words of its own (a paraphrase, "policy" for "rule"), not mostly new ones.
@@ -144,7 +144,7 @@ def depends_on_context(question: str) -> bool:
     """Whether the question opens like a follow-up ("and…", "what about…", "那…"), refers back
     ("it", "those", "呢") or is too short to name what it asks about."""
     if detect_language(question) == CHINESE:
-        han = sum(1 for character in question if "\u3400" <= character <= "\u9fff")
+        han = len(HAN.findall(question))
         language, short = CHINESE, han <= SHORT_HAN_CHARACTERS
     else:
         language, short = "en", len(search_tokens(question)) <= SHORT_WORDS

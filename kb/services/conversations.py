@@ -14,6 +14,7 @@ from django.utils.text import Truncator
 from inference.client import EngineRequestRejected, EngineUnavailable, chat
 from kb.answering import rewrite
 from kb.models import Conversation, Question
+from kb.selectors import latest_turns
 from kb.services import audit
 
 TITLE_CHARS = Conversation._meta.get_field("title").max_length
@@ -69,8 +70,7 @@ def _valid_title(title) -> str:
 def earlier_questions(conversation: Conversation) -> list[str]:
     """The last KB_REWRITE_TURNS questions of the thread as they were searched, oldest first: one
     indexed query, however long the thread."""
-    latest = conversation.questions.order_by("-created_at")[: settings.KB_REWRITE_TURNS]
-    return [question.searched for question in reversed(latest)]
+    return [question.searched for question in latest_turns(conversation, settings.KB_REWRITE_TURNS)]
 
 
 def standalone(conversation: Conversation | None, question: str, *, language: str) -> Standalone:
