@@ -61,10 +61,12 @@ OPENERS = {
 }
 PRONOUNS = {
     "en": re.compile(
-        r"\b(?:it|its|they|them|their|this|that|these|those|he|she|him|her)\b",
+        r"\b(?:it|its|they|them|their|theirs|this|that|these|those|he|she|him|his|her|hers"
+        r"|another one|the (?:new|old|other|same|next|last|first|second) ones?)\b",
         re.IGNORECASE,
     ),
-    CHINESE: re.compile(r"它|他们|她们|这个|那个|这些|那些|这种|那种|其|呢"),
+    # 其 ("its") and 他 / 她, but not 其他 ("other"), 其实 ("in fact") or 其次 ("next").
+    CHINESE: re.compile(r"它|(?<!其)[他她]|这个|那个|这些|那些|这种|那种|其(?![他实次])|呢"),
 }
 # A question this short ("Contractors?", "承包商？") says what it asks only with the one before it.
 SHORT_WORDS = 1

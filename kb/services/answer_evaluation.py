@@ -70,14 +70,29 @@ def evaluate_answers(
     user = evaluation_reader(collection)
     rows = []
     for question in questions:
-        try:
-            asked = ask(user=user, question=question.question, collections=[collection.name], use_cache=False)
-        except InvalidQuery as error:
-            rows.append({"question": question, "error": str(error)})
-        else:
-            rows.append(_score(question, asked))
+        rows.append(ask_and_score(question, user=user, collection=collection))
         if on_progress is not None:
             on_progress()
+    return summarise_by_language(rows)
+
+
+def ask_and_score(question: Question, *, user, collection: Collection, conversation=None) -> dict:
+    """One question asked (in `conversation`, when given) without the cache, and its scores."""
+    try:
+        asked = ask(
+            user=user,
+            question=question.question,
+            collections=[collection.name],
+            conversation=conversation,
+            use_cache=False,
+        )
+    except InvalidQuery as error:
+        return {"question": question, "error": str(error)}
+    return _score(question, asked)
+
+
+def summarise_by_language(rows: list[dict]) -> dict:
+    """The scores of `ask_and_score` rows: overall ("all") and per language."""
     groups = defaultdict(list)
     for row in rows:
         groups["all"].append(row)
@@ -97,6 +112,7 @@ def _score(question: Question, asked) -> dict:
         "latency_ms": asked.latency_ms,
         "first_token_ms": answer.first_token_ms,
         "invalid_markers": answer.invalid_markers,
+        "rewrite": asked.rewrite,
     }
     if question.answerable and answer.outcome == Answer.Outcome.ANSWERED:
         row["exact_match"] = max(

@@ -74,15 +74,19 @@ def earlier_questions(conversation: Conversation) -> list[str]:
 
 
 def standalone(conversation: Conversation | None, question: str, *, language: str) -> Standalone:
-    """`question` as a question that needs no thread: when it follows others and reads as
-    dependent on them, rewritten by the engine, or by rules when the engine fails or its rewrite is
-    turned down (KB_REWRITE)."""
-    if settings.KB_REWRITE == "off" or conversation is None or not rewrite.depends_on_context(question):
+    """`question` as a question that needs no thread (see `rewritten`), the way KB_REWRITE says."""
+    if conversation is None:
         return Standalone(question)
-    earlier = earlier_questions(conversation)
-    if not earlier:
+    return rewritten(question, earlier_questions(conversation), language=language, method=settings.KB_REWRITE)
+
+
+def rewritten(question: str, earlier: list[str], *, language: str, method: str) -> Standalone:
+    """`question` after the `earlier` questions of its thread (oldest first): when it reads as
+    dependent on them, rewritten by the engine (method "engine"), or by rules when the engine
+    fails or its rewrite is turned down (method "rules" goes to them directly)."""
+    if method == "off" or not earlier or not rewrite.depends_on_context(question):
         return Standalone(question)
-    if settings.KB_REWRITE == "engine":
+    if method == "engine":
         if (written := _engine_rewrite(question, earlier, language)) is not None:
             return Standalone(written, Rewrite.ENGINE if written != question else Rewrite.NONE)
     joined = rewrite.by_rules(question, earlier)

@@ -119,31 +119,41 @@ def evaluate_retrieval(
 ) -> dict:
     """Scores per mode, then per group ("all", languages, sources)."""
     answerable = [question for question in questions if question.answerable]
-    chunks = _chunks_by_document(collection)
+    chunks = chunks_by_document(collection)
     scores: dict[str, dict[str, list[dict]]] = {mode: defaultdict(list) for mode in modes}
     for question in answerable:
-        gold = chunks.get(question.doc, {})
-        relevant = {pk for pk, text in gold.items() if answers_question(text, question)}
+        relevant = relevant_chunks(question, chunks)
         for mode in modes:
-            hits = search(question.question, scopes=[collection.pk], mode=mode, k=DEPTH)
-            ranking = [hit.passage_id in relevant for hit in hits]
-            result = _score(ranking, len(relevant))
+            result = score_search(question.question, collection, relevant, mode=mode)
             for group in ("all", question.lang, question.source):
                 scores[mode][group].append(result)
         if on_progress is not None:
             on_progress()
     return {
-        mode: {group: _mean(results) for group, results in sorted(groups.items())}
+        mode: {group: mean_scores(results) for group, results in sorted(groups.items())}
         for mode, groups in scores.items()
     }
 
 
-def _chunks_by_document(collection: Collection) -> dict[str, dict[int, str]]:
+def chunks_by_document(collection: Collection) -> dict[str, dict[int, str]]:
+    """The collection's current chunks: text by chunk id, by document source (file name)."""
     chunks: dict[str, dict[int, str]] = defaultdict(dict)
     rows = current_chunks().filter(version__document__collection=collection)
     for pk, source, text in rows.values_list("pk", "version__document__source", "text"):
         chunks[source][pk] = text
     return chunks
+
+
+def relevant_chunks(question: Question, chunks: dict[str, dict[int, str]]) -> set[int]:
+    """The ids of the chunks that answer the question (the hit rule)."""
+    gold = chunks.get(question.doc, {})
+    return {pk for pk, text in gold.items() if answers_question(text, question)}
+
+
+def score_search(query: str, collection: Collection, relevant: set[int], *, mode: str) -> dict[str, float]:
+    """The query's top DEPTH hits in the collection, scored against the relevant chunk ids."""
+    hits = search(query, scopes=[collection.pk], mode=mode, k=DEPTH)
+    return _score([hit.passage_id in relevant for hit in hits], len(relevant))
 
 
 def _score(ranking: list[bool], relevant: int) -> dict[str, float]:
@@ -156,7 +166,7 @@ def _score(ranking: list[bool], relevant: int) -> dict[str, float]:
     return result
 
 
-def _mean(results: list[dict[str, float]]) -> dict[str, float]:
+def mean_scores(results: list[dict[str, float]]) -> dict[str, float]:
     summary = {"questions": len(results)}
     for metric in results[0]:
         summary[metric] = round(sum(result[metric] for result in results) / len(results), 4)

@@ -84,9 +84,13 @@ def test_rules_leave_a_first_question_alone():
         ("Interns?", True),
         ("那实习生呢？", True),
         ("实习生？", True),
+        ("What was the goal of his bequest?", True),
+        ("What is the name of another one?", True),
+        ("他毕业于哪个大学？", True),
         ("Are there limits on overtime for drivers?", False),
         ("How many days of annual leave carry over?", False),
         ("年假可以结转到下一年吗？", False),
+        ("其他员工的年假可以结转吗？", False),
     ],
 )
 def test_a_follow_up_is_told_from_a_standalone_question(question, dependent):

@@ -1,5 +1,5 @@
-"""./run manage evaluate --docs DIR --questions FILE [--mode retrieval|answers|all] [--sample N]
-[--json OUT]"""
+"""./run manage evaluate --docs DIR (--questions FILE | --conversations FILE)
+[--mode retrieval|answers|all] [--sample N] [--json OUT]"""
 
 import json
 import sys
@@ -10,6 +10,13 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from kb.services.answer_evaluation import evaluate_answers, evenly_spaced
+from kb.services.conversation_evaluation import (
+    METHODS,
+    evaluate_conversation_answers,
+    evaluate_rewrites,
+    follow_up_count,
+    load_cases,
+)
 from kb.services.evaluation import (
     chunk_count,
     default_collection_name,
@@ -24,26 +31,37 @@ class Command(BaseCommand):
     help = (
         "Ingest a folder of documents into its own collection (reused while the files and the "
         "chunking settings are unchanged) and print retrieval scores for bm25, dense and hybrid, and/or "
-        "answer scores (correctness, citations, refusals, fact-check, latency), as JSON."
+        "answer scores (correctness, citations, refusals, fact-check, latency), as JSON. With "
+        "--conversations, the follow-ups of multi-turn cases instead: retrieval of each rewrite "
+        "method's query, and answers asked in threads."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--docs", type=Path, required=True, help="folder of documents")
-        parser.add_argument("--questions", type=Path, required=True, help="questions.jsonl")
+        asked = parser.add_mutually_exclusive_group(required=True)
+        asked.add_argument("--questions", type=Path, help="questions.jsonl")
+        asked.add_argument(
+            "--conversations",
+            type=Path,
+            help="multi-turn cases (eval/dev_conversations.jsonl; eval/README.md)",
+        )
         parser.add_argument(
             "--mode", choices=["retrieval", "answers", "all"], default="retrieval", help="what to evaluate"
         )
         parser.add_argument(
             "--sample",
             type=int,
-            help="answer about N questions, answerable and unanswerable in the file's proportions",
+            help=(
+                "answer about N questions, answerable and unanswerable in the file's proportions "
+                "(with --conversations: N cases spread over the file)"
+            ),
         )
         parser.add_argument(
             "--collection", help="collection to ingest into (default: named after the folder)"
         )
         parser.add_argument("--json", type=Path, dest="json_out", help="also write the JSON here")
 
-    def handle(self, *args, docs, questions, mode, sample, collection, json_out, **options):
+    def handle(self, *args, docs, questions, conversations, mode, sample, collection, json_out, **options):
         if not docs.is_dir():
             raise CommandError(f"{docs} is not a folder")
         if sample is not None and sample < 1:
@@ -51,7 +69,7 @@ class Command(BaseCommand):
         if mode != "retrieval" and not settings.ENGINE_URLS:
             raise CommandError("answers need an engine: start the application with ./run, or set ENGINE_URLS")
         try:
-            asked = load_questions(questions)
+            asked = load_questions(questions) if questions else load_cases(conversations)
         except (OSError, ValueError) as error:
             raise CommandError(str(error)) from None
         with tqdm(desc="ingesting", unit="doc", file=sys.stderr, disable=None) as bar:
@@ -62,12 +80,9 @@ class Command(BaseCommand):
                 bar.refresh()
 
             target = ingest_folder(docs, collection or default_collection_name(docs), on_progress=show)
-        answerable = sum(question.answerable for question in asked)
         report = {
             "collection": target.name,
             "chunks": chunk_count(target),
-            "questions": len(asked),
-            "answerable": answerable,
             "settings": {
                 "embedding_model": settings.KB_EMBEDDING_MODEL,
                 "chunk_window": settings.KB_CHUNK_WINDOW,
@@ -78,6 +93,18 @@ class Command(BaseCommand):
                 "candidates": settings.RETRIEVAL_CANDIDATES,
             },
         }
+        if conversations:
+            self._conversations(asked, target, mode, sample, report)
+        else:
+            self._questions(asked, target, mode, sample, report)
+        text = json.dumps(report, indent=2, ensure_ascii=False)
+        if json_out:
+            json_out.write_text(text + "\n", encoding="utf-8")
+        self.stdout.write(text)
+
+    def _questions(self, asked, target, mode, sample, report):
+        answerable = sum(question.answerable for question in asked)
+        report |= {"questions": len(asked), "answerable": answerable}
         if mode in ("retrieval", "all"):
             with tqdm(
                 total=answerable, desc="searching", unit="question", file=sys.stderr, disable=None
@@ -98,7 +125,25 @@ class Command(BaseCommand):
                 total=len(chosen), desc="answering", unit="question", file=sys.stderr, disable=None
             ) as bar:
                 report["answers"] = evaluate_answers(chosen, target, on_progress=bar.update)
-        text = json.dumps(report, indent=2, ensure_ascii=False)
-        if json_out:
-            json_out.write_text(text + "\n", encoding="utf-8")
-        self.stdout.write(text)
+
+    def _conversations(self, cases, target, mode, sample, report):
+        size = min(sample or len(cases), len(cases))
+        chosen = [cases[index * len(cases) // size] for index in range(size)]
+        report |= {"conversations": len(cases), "follow_ups": follow_up_count(cases)}
+        report["rewrite_settings"] = {
+            "rewrite": settings.KB_REWRITE,
+            "engine_model": settings.KB_ENGINE_MODEL if settings.ENGINE_URLS else None,
+            "turns": settings.KB_REWRITE_TURNS,
+        }
+        if mode in ("retrieval", "all"):
+            # The engine method needs an engine; without one it would only repeat the rules.
+            methods = [method for method in METHODS if method != "engine" or settings.ENGINE_URLS]
+            with tqdm(total=len(cases), desc="rewriting", unit="case", file=sys.stderr, disable=None) as bar:
+                report["retrieval"] = evaluate_rewrites(
+                    cases, target, methods=methods, on_progress=bar.update
+                )
+        if mode in ("answers", "all"):
+            report["answer_settings"] = {"engine_model": settings.KB_ENGINE_MODEL, "cases_asked": size}
+            turns = sum(len(case.turns) for case in chosen)
+            with tqdm(total=turns, desc="answering", unit="question", file=sys.stderr, disable=None) as bar:
+                report["answers"] = evaluate_conversation_answers(chosen, target, on_progress=bar.update)
