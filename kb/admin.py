@@ -27,6 +27,7 @@ from kb.models import (
     Question,
     SensitiveTerm,
 )
+from kb.presets import apply_preset
 from kb.selectors import can_curate, curated_collections
 from kb.services import audit
 from kb.services.audit import audit_csv_rows
@@ -138,16 +139,71 @@ class CuratedAdmin(AuditedAdmin):
 
 
 @admin.register(Collection)
-class CollectionAdmin(SuperuserWrites, CuratedAdmin):
+class CollectionAdmin(CuratedAdmin):
+    """Administrators create collections (choosing a preset) and decide who reads and curates
+    them; curators edit how their collections are chunked, searched and answered."""
+
     collection = "pk"
-    list_display = ["name", "created_at"]
+    list_display = ["name", "preset", "created_at"]
+    list_filter = ["preset"]
     search_fields = ["name", "description"]
     filter_horizontal = ["reader_groups", "curator_groups"]
-    readonly_fields = ["created_by", "created_at"]
+    add_fieldsets = [
+        (None, {"fields": ["name", "description", "preset"]}),
+        ("Access", {"fields": ["reader_groups", "curator_groups"]}),
+        ("Quotas", {"fields": ["max_documents", "max_bytes"]}),
+    ]
+    fieldsets = [
+        *add_fieldsets,
+        ("Chunking", {"fields": ["chunk_window", "chunk_overlap"]}),
+        (
+            "Answers",
+            {
+                "fields": [
+                    "answer_sources",
+                    "citation_threshold",
+                    "refusal_threshold",
+                    "factcheck_policy",
+                    "answer_style",
+                    "disclaimer",
+                    "sensitive_term_lists",
+                ]
+            },
+        ),
+        ("History", {"fields": ["created_by", "created_at"]}),
+    ]
+    # Who may read, how much may be stored, and which term lists apply (naming a list takes it
+    # away from every other collection) are for administrators.
+    administrator_fields = [
+        "name",
+        "reader_groups",
+        "curator_groups",
+        "max_documents",
+        "max_bytes",
+        "sensitive_term_lists",
+    ]
+
+    def get_fieldsets(self, request, obj=None):
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = ["created_by", "created_at"]
+        if obj is not None:
+            readonly.append("preset")  # chosen once; the settings it filled in are edited instead
+        if not request.user.is_superuser:
+            readonly += self.administrator_fields
+        return readonly
+
+    def has_add_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
 
     def save_model(self, request, obj, form, change):
         if not change:
             obj.created_by = request.user
+            apply_preset(obj, obj.preset)
         super().save_model(request, obj, form, change)
 
     def get_urls(self):

@@ -2,10 +2,15 @@
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from pgvector.django import VectorField
+
+from kb import presets
 
 
 class Collection(models.Model):
@@ -28,12 +33,102 @@ class Collection(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # How the collection is chunked, searched and answered: filled in from a preset (kb.presets)
+    # when it is created, edited by its curators since.
+    preset = models.CharField(
+        max_length=20,
+        choices=presets.Preset.choices,
+        default=presets.Preset.GENERAL,
+        db_default=presets.Preset.GENERAL,
+        help_text="The domain the settings below started from.",
+    )
+    chunk_window = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(32), MaxValueValidator(2000)],
+        help_text=(
+            "Chunk length in the embedding model's word pieces, for documents uploaded or re-indexed "
+            "after a change. Empty: the site's KB_CHUNK_WINDOW."
+        ),
+    )
+    chunk_overlap = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Word pieces a chunk shares with the one before it. Empty: the site's KB_CHUNK_OVERLAP.",
+    )
+    answer_sources = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(20)],
+        verbose_name="retrieval depth",
+        help_text="Passages retrieved for an answer. Empty: the site's KB_ANSWER_SOURCES.",
+    )
+    citation_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        verbose_name="citation strictness",
+        help_text=(
+            "Entailment probability (0–1) from which a passage backs, and is cited for, a sentence. "
+            "Empty: the site's KB_FACTCHECK_THRESHOLD."
+        ),
+    )
+    refusal_threshold = models.FloatField(
+        default=0.0,
+        db_default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text=(
+            "Share of the answer's sentences (0–1) the fact-check must back, or the question is refused. "
+            "0: one backed sentence is enough."
+        ),
+    )
+    factcheck_policy = models.CharField(
+        max_length=10,
+        choices=presets.FactcheckPolicy.choices,
+        blank=True,
+        db_default="",
+        verbose_name="fact-check policy",
+        help_text="Empty: the site's KB_ANSWER_POLICY.",
+    )
+    sensitive_term_lists = ArrayField(
+        models.CharField(max_length=100),
+        blank=True,
+        default=list,
+        db_default=[],
+        help_text=(
+            "Categories of sensitive terms that screen questions in this collection, comma-separated. A "
+            "category named by any collection screens only there; other terms screen every collection."
+        ),
+    )
+    # Database defaults too: rows written by SQL, or by the previous release during a rolling
+    # upgrade, get the general preset.
+    answer_style = models.CharField(
+        max_length=20,
+        choices=presets.AnswerStyle.choices,
+        default=presets.AnswerStyle.PLAIN,
+        db_default=presets.AnswerStyle.PLAIN,
+    )
+    disclaimer = models.TextField(
+        blank=True, db_default="", help_text="Shown under every answer that cites this collection."
+    )
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self):
         return self.name
+
+    @property
+    def chunking(self) -> tuple[int, int]:
+        """(window, overlap) this collection's documents are chunked with."""
+        window = self.chunk_window or settings.KB_CHUNK_WINDOW
+        overlap = self.chunk_overlap if self.chunk_overlap is not None else settings.KB_CHUNK_OVERLAP
+        return window, overlap
+
+    def clean(self):
+        window, overlap = self.chunking
+        if overlap >= window:
+            raise ValidationError({"chunk_overlap": "The overlap must be shorter than the chunk window."})
 
 
 class Document(models.Model):

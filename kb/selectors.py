@@ -100,6 +100,13 @@ def correction_of(answer: Answer) -> Review | None:
     return Review.objects.filter(answer=answer, verdict=Review.Verdict.CORRECTED).first()
 
 
+def disclaimers(citations) -> list[str]:
+    """The disclaimers of the collections `citations` (the reader's visible ones) come from, each
+    once, by collection name: a collection the reader may no longer read adds none."""
+    collections = sorted({citation.collection for citation in citations}, key=lambda row: row.name)
+    return list(dict.fromkeys(text for row in collections if (text := row.disclaimer.strip())))
+
+
 def visible_citations(user) -> QuerySet[Citation]:
     """Citations of answers the user was given, from collections they may still read, each with
     its cited passage (cut in SQL, so a long document's text is never loaded for it)."""

@@ -1,11 +1,11 @@
 """Receivers for events Django raises itself: sign-ins, documents moved and deleted, sensitive terms
-changed."""
+and the collections' term lists changed."""
 
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 from django.dispatch import receiver
 
-from kb.models import Chunk, Document, SensitiveTerm
+from kb.models import Chunk, Collection, Document, SensitiveTerm
 from kb.services import audit, sign_in
 from kb.services.sensitive_terms import terms_changed
 from retrieval import index
@@ -52,3 +52,18 @@ def reload_sensitive_terms(sender, **kwargs):
     """A term added, edited or deleted one by one (the console, a script) is screened for in every
     process within seconds of the commit. Bulk imports call terms_changed() themselves."""
     terms_changed()
+
+
+@receiver(pre_save, sender=Collection)
+def reload_changed_term_lists(sender, instance, **kwargs):
+    """Which terms screen which collection changes with any collection's term lists (a list named
+    by one screens only there): the matchers are rebuilt and cached answers screened again."""
+    before = Collection.objects.filter(pk=instance.pk).values_list("sensitive_term_lists", flat=True).first()
+    if (before or []) != instance.sensitive_term_lists:
+        terms_changed()
+
+
+@receiver(post_delete, sender=Collection)
+def reload_released_term_lists(sender, instance, **kwargs):
+    if instance.sensitive_term_lists:
+        terms_changed()

@@ -24,6 +24,7 @@ from kb.models import AnswerSentence, DocumentVersion
 from kb.selectors import (
     correction_of,
     current_chunks,
+    disclaimers,
     feedback_on,
     latest_turns,
     own_conversations,
@@ -213,6 +214,7 @@ def answer_context(user, question) -> dict:
         "answer": answer,
         "sentences": sentences,
         "citations": citations,
+        "disclaimers": disclaimers(citations),
         "closest": closest,
         "feedback": feedback_on(question),
     }

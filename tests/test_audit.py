@@ -16,6 +16,7 @@ def test_creating_a_collection_in_the_admin_is_audited(client, admin_user):
         {
             "name": "Contracts",
             "description": "",
+            "preset": "general",
             "reader_groups": [readers.pk],
             "curator_groups": [],
         },

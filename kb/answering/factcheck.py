@@ -43,9 +43,10 @@ def entailment_model() -> EntailmentModel:
 
 
 def check_sentences(
-    sentences: list[DraftSentence], sources: list[Source], *, question: str
+    sentences: list[DraftSentence], sources: list[Source], *, question: str, threshold: float | None = None
 ) -> list[CheckedSentence]:
-    """A verdict for each sentence, in order."""
+    """A verdict for each sentence, in order; a passage backs a sentence from P(supported)
+    `threshold` (the collection's citation strictness; default KB_FACTCHECK_THRESHOLD)."""
     if not sentences:
         return []
     if not sources:
@@ -54,7 +55,7 @@ def check_sentences(
     similarities = _similarities(
         [sentence.text for sentence in sentences], [source.text for source in sources]
     )
-    threshold = settings.KB_FACTCHECK_THRESHOLD
+    threshold = settings.KB_FACTCHECK_THRESHOLD if threshold is None else threshold
     wanted = set(search_tokens(question))
     on_topic = [
         _question_coverage(wanted, source) >= settings.KB_FACTCHECK_MIN_QUESTION_COVERAGE

@@ -9,6 +9,7 @@ so a document cannot end the sources block and speak as the system.
 from kb.answering.injection import neutralise
 from kb.answering.sources import Source
 from kb.ingestion.language import CHINESE
+from kb.presets import AnswerStyle
 
 SYSTEM_PROMPTS = {
     "en": (
@@ -27,14 +28,34 @@ INSTRUCTIONS = {
     CHINESE: "根据以上资料，用中文一到两句话回答这个问题：{question}",
 }
 SOURCE_LABELS = {"en": "Source {number}", CHINESE: "资料 {number}"}
+# A collection's answer style (kb.presets.AnswerStyle), said in the instructions; plain says nothing.
+STYLES = {
+    AnswerStyle.QUOTED: {
+        "en": "Quote the sources' own wording for obligations, deadlines and defined terms.",
+        CHINESE: "涉及义务、期限和定义的内容，请引用资料的原文。",
+    },
+    AnswerStyle.FIGURES: {
+        "en": "Give figures exactly as the sources state them, with their units, currency and period.",
+        CHINESE: "数字请与资料完全一致，并写明单位、币种和期间。",
+    },
+    AnswerStyle.CAUTIOUS: {
+        "en": "Say only what the sources state, and give no advice for a particular person.",
+        CHINESE: "只陈述资料中写明的内容，不针对具体个人给出建议。",
+    },
+}
 
 
-def answer_messages(question: str, sources: list[Source], *, language: str) -> list[dict[str, str]]:
+def answer_messages(
+    question: str, sources: list[Source], *, language: str, style: str = AnswerStyle.PLAIN
+) -> list[dict[str, str]]:
     """Chat messages asking for an answer to `question` from `sources`, in `language` ("en" or "zh";
-    any other language gets the English instructions)."""
+    any other language gets the English instructions), in the collection's answer `style`."""
     language = language if language in SYSTEM_PROMPTS else "en"
     quoted = "\n\n".join(_quote(source, language) for source in sources)
-    user = f"{quoted}\n\n{INSTRUCTIONS[language].format(question=question)}"
+    instructions = INSTRUCTIONS[language].format(question=question)
+    if style in STYLES:
+        instructions = f"{STYLES[style][language]} {instructions}"
+    user = f"{quoted}\n\n{instructions}"
     return [{"role": "system", "content": SYSTEM_PROMPTS[language]}, {"role": "user", "content": user}]
 
 

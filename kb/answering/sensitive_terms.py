@@ -18,7 +18,7 @@ import functools
 import re
 import unicodedata
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import ahocorasick
@@ -210,13 +210,17 @@ class TermMatcher:
         """The number of distinct terms (after folding)."""
         return len(self._terms)
 
-    def screen(self, text: str) -> Screening:
-        """Every term in `text` (the longest where matches overlap), with MASK terms masked."""
+    def screen(self, text: str, *, applies: Callable[[str], bool] | None = None) -> Screening:
+        """Every term in `text` (the longest where matches overlap), with MASK terms masked; only
+        the terms whose category `applies` when given."""
         if not self._terms:
             return Screening(text, ())
         folded = fold(text)
+        candidates = self._candidates(folded.text)
+        if applies is not None:
+            candidates = [found for found in candidates if applies(self._terms[found[2]].category)]
         matches = []
-        for start, end, index in _longest_first(self._candidates(folded.text)):
+        for start, end, index in _longest_first(candidates):
             term = self._terms[index]
             matches.append(Match(*folded.original_span(start, end), term.text, term.category, term.action))
         return Screening(_masked(text, matches), tuple(matches))

@@ -16,7 +16,7 @@ from kb.models import (
     Question,
     Review,
 )
-from kb.selectors import correction_of, feedback_on
+from kb.selectors import correction_of, disclaimers, feedback_on
 from kb.services.batches import MAX_QUESTIONS
 from kb.services.feedback import MAX_COMMENT_CHARACTERS
 from retrieval.search import MODES
@@ -28,12 +28,16 @@ MAX_TOP_K = 50
 
 
 class CollectionSerializer(serializers.ModelSerializer):
+    """A collection and how it answers (its preset's settings as edited since; null: the site's)."""
+
     documents = serializers.IntegerField(source="document_count", read_only=True)
     can_curate = serializers.SerializerMethodField()
 
     class Meta:
         model = Collection
-        fields = ["id", "name", "description", "documents", "can_curate", "created_at"]
+        fields = ["id", "name", "description", "documents", "can_curate", "created_at", "preset"]
+        fields += ["chunk_window", "chunk_overlap", "answer_sources", "citation_threshold"]
+        fields += ["refusal_threshold", "factcheck_policy", "answer_style", "disclaimer"]
 
     def get_can_curate(self, collection) -> bool:
         return collection.pk in self.context["curated"]
@@ -207,12 +211,13 @@ class AnswerSerializer(serializers.ModelSerializer):
     sentences = serializers.SerializerMethodField()
     correction = serializers.SerializerMethodField()
     citations = serializers.SerializerMethodField()
+    disclaimers = serializers.SerializerMethodField()
     closest_sources = serializers.SerializerMethodField()
 
     class Meta:
         model = Answer
         fields = ["outcome", "text", "language", "model", "first_token_ms", "generation_ms", "sentences"]
-        fields += ["citations", "closest_sources", "correction"]
+        fields += ["citations", "disclaimers", "closest_sources", "correction"]
 
     def get_correction(self, answer) -> CorrectionSerializer(allow_null=True):
         """The right answer, when a reviewer corrected this one."""
@@ -226,6 +231,10 @@ class AnswerSerializer(serializers.ModelSerializer):
     def get_citations(self, answer) -> CitationSerializer(many=True):
         citations = self.context["citations"].filter(answer=answer).select_related("collection", "version")
         return CitationSerializer(citations.order_by("number"), many=True).data
+
+    def get_disclaimers(self, answer) -> list[str]:
+        """The disclaimers of the cited collections the caller may read."""
+        return disclaimers(self.context["citations"].filter(answer=answer).select_related("collection"))
 
     def get_closest_sources(self, answer) -> ClosestSourceSerializer(many=True):
         """Passages that matched best when the documents hold no answer (or the engine is down)."""

@@ -14,7 +14,7 @@ closest sources. Every surface (API, staff UI, the `ask` and `evaluate` commands
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from django.conf import settings
 from django.db import transaction
@@ -23,10 +23,12 @@ from inference.client import EngineRequestRejected, EngineUnavailable, chat_stre
 from kb.answering.citations import read_answer, render
 from kb.answering.factcheck import CheckedSentence, check_sentences
 from kb.answering.injection import find_injections
+from kb.answering.policy import AnswerPolicy, combined_policy
 from kb.answering.prompt import answer_messages
 from kb.answering.sources import Source, select_sources
 from kb.ingestion.language import CHINESE, detect_language
-from kb.models import Answer, AnswerSentence, Citation, Conversation, Question
+from kb.models import Answer, AnswerSentence, Citation, Collection, Conversation, Question
+from kb.presets import FactcheckPolicy
 from kb.services import audit
 from kb.services.conversations import Standalone, standalone
 from kb.services.search import Result, chunks_for, search_scopes
@@ -130,7 +132,8 @@ def _answer_safely(
 ) -> tuple[Answer, bool, Standalone]:
     """The answer, whether it came from the cache, and what was searched."""
     unchanged = Standalone(text)
-    screening = screen_text(text, actor=user, request=request, where="question")
+    policy = combined_policy(Collection.objects.filter(pk__in=scopes))
+    screening = screen_text(text, actor=user, request=request, where="question", scopes=scopes)
     if screening.blocked:
         return _blocked(language, reason="sensitive_terms"), False, unchanged
     if injections := find_injections(text):
@@ -148,60 +151,60 @@ def _answer_safely(
     if searched.rewrite and on_search is not None:
         on_search(searched.text)
     query = searched.text
-    key = _cache_key(query, scopes)
+    key = _cache_key(query, scopes, policy)
     cached_id = cache.get(key) if use_cache else None
     cached = Answer.objects.filter(pk=cached_id).first() if cached_id else None
     if cached is not None:
         return cached, True, searched
-    answer = _answer(query, scopes, language, user=user, request=request, on_token=on_token)
+    answer = _answer(query, scopes, language, policy, user=user, request=request, on_token=on_token)
     if answer.outcome in CACHEABLE_OUTCOMES:
         cache.put(key, answer.pk)
     return answer, False, searched
 
 
-def _cache_key(query: str, scopes: list[int]) -> str:
-    """Same question, same scopes at the same index versions, same model, settings and term list."""
+def _cache_key(query: str, scopes: list[int], policy: AnswerPolicy) -> str:
+    """Same question, same scopes at the same index versions, same model, settings (the site's and
+    the collections'), and term list."""
     parameters = {
         "question": query.casefold(),
         # The model, not the replicas that serve it: adding an engine keeps the cached answers.
         "engine": settings.KB_ENGINE_MODEL,
         "answering": [
-            settings.KB_ANSWER_SOURCES,
             settings.KB_ANSWER_SOURCE_CHARS,
             settings.KB_ANSWER_MAX_TOKENS,
-            settings.KB_ANSWER_POLICY,
-            settings.KB_FACTCHECK_THRESHOLD,
             settings.KB_FACTCHECK_MIN_QUESTION_COVERAGE,
         ],
+        "policy": asdict(policy),
         "sensitive_terms": terms_version(),
     }
     return cache.result_key(parameters, scopes, kind="answer")
 
 
-def _answer(query, scopes, language, *, user, request, on_token) -> Answer:
-    results = _retrieve(query, scopes, user=user, request=request)
+def _answer(query, scopes, language, policy: AnswerPolicy, *, user, request, on_token) -> Answer:
+    results = _retrieve(query, scopes, policy.sources, user=user, request=request)
     if not results:
         return _not_found(language, results, reason="nothing_found")
     sources = select_sources(
         [result.chunk for result in results], query, max_chars=settings.KB_ANSWER_SOURCE_CHARS
     )
     try:
-        generation = _generate(answer_messages(query, sources, language=language), on_token)
+        generation = _generate(
+            answer_messages(query, sources, language=language, style=policy.style), on_token
+        )
     except (EngineUnavailable, EngineRequestRejected) as error:
         return _engine_unavailable(language, results, error)
-    screening = screen_text(generation.text, actor=user, request=request, where="answer")
+    screening = screen_text(generation.text, actor=user, request=request, where="answer", scopes=scopes)
     if screening.blocked:
         return _blocked(language, reason="sensitive_terms", generation=generation)
     draft = read_answer(screening.text, valid_numbers={source.number for source in sources})
-    checked = check_sentences(draft.sentences, sources, question=query)
-    shown = [sentence for sentence in checked if _shown(sentence)]
-    if not any(sentence.verdict == Verdict.SUPPORTED for sentence in shown):
-        return _not_found(
-            language, results, reason="nothing_supported", generation=generation, checked=checked
-        )
+    checked = check_sentences(draft.sentences, sources, question=query, threshold=policy.citation_threshold)
+    supported = sum(sentence.verdict == Verdict.SUPPORTED for sentence in checked)
+    if reason := policy.refusal(supported, len(checked)):
+        return _not_found(language, results, reason=reason, generation=generation, checked=checked)
     return _store(
         Outcome.ANSWERED,
         language=language,
+        policy=policy,
         generation=generation,
         sources=sources,
         checked=checked,
@@ -209,12 +212,12 @@ def _answer(query, scopes, language, *, user, request, on_token) -> Answer:
     )
 
 
-def _retrieve(query, scopes, *, user, request) -> list[Result]:
+def _retrieve(query, scopes, depth: int, *, user, request) -> list[Result]:
     """The best chunks for the question that share a search term with it, less any that carries
     instructions (prompt injection): such a passage never reaches the generator, and the event is in
     the audit trail. Dense search always returns its nearest passages, however far; one that shares
     no word with the question is not evidence a small generator can answer from."""
-    results = chunks_for(search(query, scopes=scopes, mode="hybrid", k=settings.KB_ANSWER_SOURCES), scopes)
+    results = chunks_for(search(query, scopes=scopes, mode="hybrid", k=depth), scopes)
     safe = []
     for result in results:
         if result.bm25_rank is None:
@@ -262,8 +265,8 @@ def _generate(messages: list[dict[str, str]], on_token: Callable[[str], None] | 
     return Generation("".join(parts), first_token_ms, _ms_since(started), len(parts))
 
 
-def _shown(sentence: CheckedSentence) -> bool:
-    return sentence.verdict == Verdict.SUPPORTED or settings.KB_ANSWER_POLICY == "flag"
+def _shown(sentence: CheckedSentence, policy: AnswerPolicy) -> bool:
+    return sentence.verdict == Verdict.SUPPORTED or policy.factcheck_policy == FactcheckPolicy.FLAG
 
 
 def _not_found(language, results, *, reason, generation=None, checked=()) -> Answer:
@@ -300,6 +303,7 @@ def _store(
     outcome,
     *,
     language: str,
+    policy: AnswerPolicy | None = None,
     generation: Generation | None = None,
     sources: list[Source] = (),
     checked=(),
@@ -323,7 +327,7 @@ def _store(
     citations: dict[int, Citation] = {}
     rendered = []
     for ordinal, sentence in enumerate(checked):
-        shown = outcome == Outcome.ANSWERED and _shown(sentence)
+        shown = outcome == Outcome.ANSWERED and _shown(sentence, policy)
         row = AnswerSentence.objects.create(
             answer=answer,
             ordinal=ordinal,

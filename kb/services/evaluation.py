@@ -18,6 +18,7 @@ from pathlib import Path
 from django.conf import settings
 
 from kb.models import Collection
+from kb.presets import Preset, apply_preset
 from kb.selectors import current_chunks
 from kb.services.ingestion import finish_jobs, upload_document
 from retrieval.search import search
@@ -68,18 +69,31 @@ def load_questions(path: Path) -> list[Question]:
     return questions
 
 
-def default_collection_name(docs: Path) -> str:
-    """One collection per folder and chunking setup, so changed settings never reuse old chunks."""
-    model, window, overlap = settings.KB_EMBEDDING_MODEL, settings.KB_CHUNK_WINDOW, settings.KB_CHUNK_OVERLAP
-    return f"eval {docs.resolve().parent.name}/{docs.name} ({model}, window {window}, overlap {overlap})"
+def default_collection_name(docs: Path, preset: str = Preset.GENERAL) -> str:
+    """One collection per folder, preset and chunking setup, so changed settings never reuse old
+    chunks."""
+    draft = Collection()
+    apply_preset(draft, preset)
+    (window, overlap), model = draft.chunking, settings.KB_EMBEDDING_MODEL
+    name = f"eval {docs.resolve().parent.name}/{docs.name} ({model}, window {window}, overlap {overlap})"
+    return name if preset == Preset.GENERAL else f"{name} {preset}"
 
 
 def ingest_folder(
-    docs: Path, collection_name: str, *, on_progress: Callable[[int, int], None] | None = None
+    docs: Path,
+    collection_name: str,
+    *,
+    preset: str = Preset.GENERAL,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Collection:
-    """The folder's files as the collection's documents: unchanged files are kept, changed ones
-    become new versions, documents whose file is gone are deleted. Returns when all jobs ended."""
-    collection, _ = Collection.objects.get_or_create(name=collection_name)
+    """The folder's files as the documents of the collection (created with `preset` when new):
+    unchanged files are kept, changed ones become new versions, documents whose file is gone are
+    deleted. Returns when all jobs ended."""
+    collection = Collection.objects.filter(name=collection_name).first()
+    if collection is None:
+        collection = Collection(name=collection_name)
+        apply_preset(collection, preset)
+        collection.save()
     files = sorted(path for path in docs.iterdir() if path.is_file() and not path.name.startswith("."))
     versions = []
     for path in files:

@@ -350,13 +350,17 @@ def _set_state(version: DocumentVersion, state: str, **fields) -> None:
         setattr(version, name, value)
 
 
-def chunk_windows(parsed: ParsedDocument) -> list[ChunkWindow]:
-    """The chunks of a parsed document, with the configured model, window and overlap."""
+def chunk_windows(parsed: ParsedDocument, collection: Collection | None = None) -> list[ChunkWindow]:
+    """The chunks of a parsed document, with the configured model and the collection's window and
+    overlap (without one: the site's)."""
     model = settings.KB_EMBEDDING_MODEL
+    window, overlap = (
+        collection.chunking if collection else (settings.KB_CHUNK_WINDOW, settings.KB_CHUNK_OVERLAP)
+    )
     return chunk_document(
         parsed,
-        window=settings.KB_CHUNK_WINDOW,
-        overlap=settings.KB_CHUNK_OVERLAP,
+        window=window,
+        overlap=overlap,
         count_tokens=partial(count_tokens, model),
         token_spans=partial(token_spans, model),
     )
@@ -373,7 +377,7 @@ def _parse_and_chunk(version: DocumentVersion) -> None:
         # The title was only the file name: the document's own title is better.
         Document.objects.filter(pk=version.document_id).update(title=parsed.title[:500])
         version.document.title = parsed.title[:500]
-    windows = chunk_windows(parsed)
+    windows = chunk_windows(parsed, version.document.collection)
     _store_chunks(version, windows)
     embedded = version.chunks.filter(embedding__isnull=False).count()
     _set_state(version, State.EMBEDDING, chunks_total=len(windows), chunks_done=embedded)

@@ -14,7 +14,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Literal
 
@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import transaction
 
 from kb.answering.sensitive_terms import Action, Screening, Term, TermMatcher, term_key
-from kb.models import SensitiveTerm
+from kb.models import Collection, SensitiveTerm
 from kb.services import audit
 from retrieval import cache as retrieval_cache
 
@@ -90,14 +90,22 @@ def _stored_terms() -> Iterator[Term]:
 
 
 def screen_text(
-    text: str, *, actor, request=None, where: Literal["question", "answer"] = "question"
+    text: str,
+    *,
+    actor,
+    request=None,
+    where: Literal["question", "answer"] = "question",
+    scopes: list[int] | None = None,
 ) -> Screening:
-    """Screen a question or an answer with the current terms. A blocked text is audited
+    """Screen a question or an answer asked in the collections `scopes` with the current terms. A
+    category is a list: one that collections name in their sensitive-term lists (the legal,
+    finance and medical presets each name one) screens only texts asked in them; any other term
+    screens every text (and all of them do without `scopes`). A blocked text is audited
     (`safety_block`: where, the reason "sensitive_terms", the blocking terms and their categories;
     never the rest of the text)."""
     if where not in ("question", "answer"):
         raise ValueError(f"where must be 'question' or 'answer', not {where!r}")
-    screening = current_matcher().screen(text)
+    screening = current_matcher().screen(text, applies=None if scopes is None else _lists_for(scopes))
     if screening.blocked:
         blocking = screening.blocking
         audit.record(
@@ -110,6 +118,19 @@ def screen_text(
             categories=sorted({match.category for match in blocking}),
         )
     return screening
+
+
+def _lists_for(scopes: list[int]) -> Callable[[str], bool]:
+    """Whether a term of a category screens texts asked in `scopes`."""
+    claimed, named = set(), set()
+    for pk, lists in Collection.objects.exclude(sensitive_term_lists=[]).values_list(
+        "pk", "sensitive_term_lists"
+    ):
+        folded = {name.casefold() for name in lists}
+        claimed |= folded
+        if pk in scopes:
+            named |= folded
+    return lambda category: category.casefold() not in claimed or category.casefold() in named
 
 
 class TermImportError(Exception):

@@ -3,12 +3,15 @@
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from kb.answering.policy import combined_policy
+from kb.presets import Preset
 from kb.services.answer_evaluation import evaluate_answers, evenly_spaced
 from kb.services.conversation_evaluation import (
     METHODS,
@@ -59,9 +62,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--collection", help="collection to ingest into (default: named after the folder)"
         )
+        parser.add_argument(
+            "--preset",
+            choices=Preset.values,
+            default=Preset.GENERAL,
+            help="the preset a new collection is created with (chunking, depth, citations, refusals, style)",
+        )
         parser.add_argument("--json", type=Path, dest="json_out", help="also write the JSON here")
 
-    def handle(self, *args, docs, questions, conversations, mode, sample, collection, json_out, **options):
+    def handle(
+        self, *args, docs, questions, conversations, mode, sample, collection, preset, json_out, **options
+    ):
         if not docs.is_dir():
             raise CommandError(f"{docs} is not a folder")
         if sample is not None and sample < 1:
@@ -79,14 +90,17 @@ class Command(BaseCommand):
                 bar.n = ended
                 bar.refresh()
 
-            target = ingest_folder(docs, collection or default_collection_name(docs), on_progress=show)
+            name = collection or default_collection_name(docs, preset)
+            target = ingest_folder(docs, name, preset=preset, on_progress=show)
+        window, overlap = target.chunking
         report = {
             "collection": target.name,
+            "preset": target.preset,
             "chunks": chunk_count(target),
             "settings": {
                 "embedding_model": settings.KB_EMBEDDING_MODEL,
-                "chunk_window": settings.KB_CHUNK_WINDOW,
-                "chunk_overlap": settings.KB_CHUNK_OVERLAP,
+                "chunk_window": window,
+                "chunk_overlap": overlap,
                 "fusion": settings.RETRIEVAL_FUSION,
                 "bm25_weight": settings.RETRIEVAL_BM25_WEIGHT,
                 "dense_weight": settings.RETRIEVAL_DENSE_WEIGHT,
@@ -116,9 +130,8 @@ class Command(BaseCommand):
             chosen = evenly_spaced(asked, sample) if sample else asked
             report["answer_settings"] = {
                 "engine_model": settings.KB_ENGINE_MODEL,
-                "sources": settings.KB_ANSWER_SOURCES,
                 "source_chars": settings.KB_ANSWER_SOURCE_CHARS,
-                "policy": settings.KB_ANSWER_POLICY,
+                **asdict(combined_policy([target])),
                 "questions_asked": len(chosen),
             }
             with tqdm(
