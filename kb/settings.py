@@ -215,6 +215,22 @@ KB_FACTCHECK_RELATED_SIMILARITY = float(os.environ.get("KB_FACTCHECK_RELATED_SIM
 # How often each process checks whether the sensitive-term list changed.
 KB_SENSITIVE_TERMS_REFRESH_SECONDS = float(os.environ.get("KB_SENSITIVE_TERMS_REFRESH_SECONDS", "2"))
 
+# Query transformations answering searches with beside the question (kb.services.query_transforms),
+# comma-separated. None by default: on shared/eval/dev none raised both recall@5 and MRR@10
+# (README, Performance).
+KB_QUERY_TRANSFORMS = [
+    name.strip() for name in os.environ.get("KB_QUERY_TRANSFORMS", "").split(",") if name.strip()
+]
+# The names are kb.services.query_transforms.TRANSFORMS (settings cannot import the app).
+if unknown := set(KB_QUERY_TRANSFORMS) - {
+    "abbreviations",
+    "decomposition",
+    "keywords",
+    "paraphrase",
+    "hypothetical",
+}:
+    raise ImproperlyConfigured(f"KB_QUERY_TRANSFORMS: unknown transformation {sorted(unknown)[0]!r}")
+
 # --- Conversations ---------------------------------------------------------------------------
 
 # How a follow-up becomes a standalone question: "engine" (rules when the engine fails or its

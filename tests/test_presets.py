@@ -2,8 +2,11 @@
 edited by its curators (not its access), and applied to chunking, retrieval depth, citations,
 refusals, the answer's style and disclaimer, and which sensitive-term lists screen a question."""
 
+import json
+
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.management import call_command
 
 from kb.answering.policy import combined_policy
 from kb.answering.prompt import answer_messages
@@ -194,3 +197,30 @@ def test_a_term_list_named_by_collections_screens_only_questions_asked_in_them(
     assert terms_version() != before
     in_handbook = screen_text(question, actor=None, scopes=[handbook.pk])
     assert {match.term for match in in_handbook.blocking} == {"patient number", "falcon"}
+
+
+def test_evaluate_scores_a_preset_in_a_collection_of_its_own(tmp_path, celery_worker):
+    celery_worker.stop()  # the command ingests in this process, inside the test's transaction
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "en_clinic_dosage.md").write_bytes(DOSAGE)
+    questions = tmp_path / "questions.jsonl"
+    row = {"id": "1", "question": "What is the adult dose of paracetamol?", "answers": ["500 mg"]}
+    questions.write_text(json.dumps(row | {"doc": "en_clinic_dosage.md", "evidence": None, "lang": "en"}))
+    out = tmp_path / "report.json"
+    call_command(
+        "evaluate",
+        "--docs",
+        str(docs),
+        "--questions",
+        str(questions),
+        "--preset",
+        "legal",
+        "--json",
+        str(out),
+    )
+    report = json.loads(out.read_text())
+    assert report["preset"] == "legal" and report["collection"].endswith(" legal")
+    assert (report["settings"]["chunk_window"], report["settings"]["chunk_overlap"]) == (400, 80)
+    assert Collection.objects.get(name=report["collection"]).citation_threshold == 0.7
+    assert report["retrieval"]["hybrid"]["all"]["recall@5"] == 1.0

@@ -31,10 +31,11 @@ from kb.models import Answer, AnswerSentence, Citation, Collection, Conversation
 from kb.presets import FactcheckPolicy
 from kb.services import audit
 from kb.services.conversations import Standalone, standalone
+from kb.services.query_transforms import transformed_search
 from kb.services.search import Result, chunks_for, search_scopes
 from kb.services.sensitive_terms import screen_text, terms_version
 from retrieval import cache
-from retrieval.search import InvalidQuery, normalise_query, search
+from retrieval.search import InvalidQuery, normalise_query
 
 Outcome = Answer.Outcome
 Verdict = AnswerSentence.Verdict
@@ -173,6 +174,7 @@ def _cache_key(query: str, scopes: list[int], policy: AnswerPolicy) -> str:
             settings.KB_ANSWER_SOURCE_CHARS,
             settings.KB_ANSWER_MAX_TOKENS,
             settings.KB_FACTCHECK_MIN_QUESTION_COVERAGE,
+            settings.KB_QUERY_TRANSFORMS,
         ],
         "policy": asdict(policy),
         "sensitive_terms": terms_version(),
@@ -217,7 +219,8 @@ def _retrieve(query, scopes, depth: int, *, user, request) -> list[Result]:
     instructions (prompt injection): such a passage never reaches the generator, and the event is in
     the audit trail. Dense search always returns its nearest passages, however far; one that shares
     no word with the question is not evidence a small generator can answer from."""
-    results = chunks_for(search(query, scopes=scopes, mode="hybrid", k=depth), scopes)
+    hits = transformed_search(query, scopes=scopes, k=depth, transforms=settings.KB_QUERY_TRANSFORMS)
+    results = chunks_for(hits, scopes)
     safe = []
     for result in results:
         if result.bm25_rank is None:

@@ -166,8 +166,12 @@ def relevant_chunks(question: Question, chunks: dict[str, dict[int, str]]) -> se
 
 def score_search(query: str, collection: Collection, relevant: set[int], *, mode: str) -> dict[str, float]:
     """The query's top DEPTH hits in the collection, scored against the relevant chunk ids."""
-    hits = search(query, scopes=[collection.pk], mode=mode, k=DEPTH)
-    return _score([hit.passage_id in relevant for hit in hits], len(relevant))
+    return score_hits(search(query, scopes=[collection.pk], mode=mode, k=DEPTH), relevant)
+
+
+def score_hits(hits, relevant: set[int]) -> dict[str, float]:
+    """Recall@5/@10, MRR@10 and nDCG@10 of a ranking (the top DEPTH hits count)."""
+    return _score([hit.passage_id in relevant for hit in hits[:DEPTH]], len(relevant))
 
 
 def _score(ranking: list[bool], relevant: int) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """./run manage evaluate --docs DIR (--questions FILE | --conversations FILE)
 [--mode retrieval|answers|all] [--sample N] [--json OUT]"""
 
+import argparse
 import json
 import sys
 from dataclasses import asdict
@@ -27,7 +28,21 @@ from kb.services.evaluation import (
     ingest_folder,
     load_questions,
 )
+from kb.services.query_transforms import ENGINE_TRANSFORMS, TRANSFORMS
+from kb.services.transform_evaluation import evaluate_transforms
 from retrieval.search import MODES
+
+
+def transform_list(value: str) -> list[str]:
+    names = (
+        list(TRANSFORMS) if value == "all" else [name.strip() for name in value.split(",") if name.strip()]
+    )
+    unknown = [name for name in names if name not in TRANSFORMS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown transformation {unknown[0]!r}; use {', '.join(TRANSFORMS)}"
+        )
+    return names
 
 
 class Command(BaseCommand):
@@ -68,10 +83,30 @@ class Command(BaseCommand):
             default=Preset.GENERAL,
             help="the preset a new collection is created with (chunking, depth, citations, refusals, style)",
         )
+        parser.add_argument(
+            "--transforms",
+            type=transform_list,
+            default=[],
+            help=(
+                "with --questions: also score these query transformations, comma-separated "
+                f"({', '.join(TRANSFORMS)}, or all), on --sample N questions when given"
+            ),
+        )
         parser.add_argument("--json", type=Path, dest="json_out", help="also write the JSON here")
 
     def handle(
-        self, *args, docs, questions, conversations, mode, sample, collection, preset, json_out, **options
+        self,
+        *args,
+        docs,
+        questions,
+        conversations,
+        mode,
+        sample,
+        collection,
+        preset,
+        transforms,
+        json_out,
+        **options,
     ):
         if not docs.is_dir():
             raise CommandError(f"{docs} is not a folder")
@@ -79,6 +114,10 @@ class Command(BaseCommand):
             raise CommandError("--sample must be at least 1")
         if mode != "retrieval" and not settings.ENGINE_URLS:
             raise CommandError("answers need an engine: start the application with ./run, or set ENGINE_URLS")
+        if set(transforms) & set(ENGINE_TRANSFORMS) and not settings.ENGINE_URLS:
+            raise CommandError("paraphrase and hypothetical need an engine: start the application with ./run")
+        if transforms and conversations:
+            raise CommandError("--transforms are scored on --questions")
         try:
             asked = load_questions(questions) if questions else load_cases(conversations)
         except (OSError, ValueError) as error:
@@ -111,6 +150,15 @@ class Command(BaseCommand):
             self._conversations(asked, target, mode, sample, report)
         else:
             self._questions(asked, target, mode, sample, report)
+        if transforms:
+            chosen = evenly_spaced(asked, sample) if sample else asked
+            count = sum(question.answerable for question in chosen) * len(transforms)
+            with tqdm(
+                total=count, desc="transforming", unit="question", file=sys.stderr, disable=None
+            ) as bar:
+                report["transforms"] = evaluate_transforms(
+                    chosen, target, transforms=transforms, on_progress=bar.update
+                )
         text = json.dumps(report, indent=2, ensure_ascii=False)
         if json_out:
             json_out.write_text(text + "\n", encoding="utf-8")
