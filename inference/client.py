@@ -40,6 +40,52 @@ def engine_health(base_url: str, timeout: float = 2.0) -> dict:
         return {"status": "ok"}
 
 
+# How long the build an engine serves is remembered: a swap shows in cache keys within this time.
+BUILD_TTL_SECONDS = 10.0
+
+
+class _ServedBuilds:
+    """What `served_build` last learnt, per list of engines and model, for BUILD_TTL_SECONDS."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[tuple[str, ...], str], tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, engines: str | Sequence[str], model: str) -> str:
+        """The build of `model` the engines serve ("0.1.2-r1-int8"), or "" when they do not say
+        (another kind of server, or none reachable)."""
+        key = ((engines,) if isinstance(engines, str) else tuple(engines), model)
+        now = time.monotonic()
+        with self._lock:
+            expires, build = self._known.get(key, (0.0, ""))
+        if now < expires:
+            return build
+        build = _ask_build(key[0], model)
+        with self._lock:
+            self._known[key] = (now + BUILD_TTL_SECONDS, build)
+        return build
+
+    def clear(self) -> None:
+        with self._lock:
+            self._known.clear()
+
+
+def _ask_build(urls: tuple[str, ...], model: str) -> str:
+    for url in urls:
+        try:
+            status = engine_health(url)
+        except EngineUnavailable:
+            continue
+        for served in status.get("models", []):
+            if served.get("model") == model:
+                return f"{served.get('version')}-{served.get('precision')}"
+        return ""
+    return ""
+
+
+served_build = _ServedBuilds()
+
+
 # How long a replica that could not be reached is passed over while another one is left.
 DOWN_SECONDS = 5.0
 
@@ -85,6 +131,27 @@ def _replicas(urls: tuple[str, ...]) -> Replicas:
 
 def replicas(engines: str | Sequence[str]) -> Replicas:
     return _replicas((engines,) if isinstance(engines, str) else tuple(engines))
+
+
+def activate_model(
+    base_url: str,
+    token: str,
+    model: str,
+    *,
+    version: str | None = None,
+    precision: str = "int8",
+    timeout: float = 300.0,
+) -> dict:
+    """Have one of our engines swap in another build of `model` (POST /admin/models/activate); it
+    answers once the build serves: {"activated": build, "replaced": build or None}."""
+    url = f"{base_url.rstrip('/')}/admin/models/activate"
+    body = {"model": model, "precision": precision} | ({"version": version} if version else {})
+    try:
+        response = httpx.post(url, json=body, headers={"authorization": f"Bearer {token}"}, timeout=timeout)
+    except httpx.HTTPError as error:
+        raise EngineUnavailable(f"engine at {url} is unreachable: {error}") from error
+    _raise_for_error(url, response)
+    return response.json()
 
 
 class EngineRequestRejected(RuntimeError):

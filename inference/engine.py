@@ -42,8 +42,11 @@ class Completion:
         prompt_ids: list[int],
         prefix_ids: tuple[int, ...] | None,
         params: SamplingParams,
+        served_by: dict[str, str],
     ) -> None:
         self._scheduler = scheduler
+        # The build generating it (Engine.describe): which one answered, also across a model swap.
+        self.served_by = served_by
         self._loop = asyncio.get_running_loop()
         self._events: asyncio.Queue = asyncio.Queue()
         self.prompt_tokens = len(prompt_ids)
@@ -91,10 +94,12 @@ class Engine:
         max_queue: int,
         max_wait: float = 0.0,
         context_length: int = DEFAULT_CONTEXT_TOKENS,
+        metrics: EngineMetrics | None = None,
     ) -> None:
         self.runner = ModelRunner(build_dir, context_length=context_length)
         self.tokenizer = ChatTokenizer(build_dir)
-        self.metrics = EngineMetrics()
+        # Shared by the builds one process serves, so that its counters outlive a model swap.
+        self.metrics = metrics or EngineMetrics()
         self.scheduler = Scheduler(
             self.runner,
             self.tokenizer,
@@ -124,6 +129,10 @@ class Engine:
     def stop(self) -> None:
         self.scheduler.stop()
 
+    def drain(self) -> None:
+        """Finish the requests already submitted, then stop (blocks until they have finished)."""
+        self.scheduler.drain()
+
     def submit(self, messages: list[dict[str, str]], params: SamplingParams) -> Completion:
         """Queue a chat completion; call on the event loop that will read it.
 
@@ -146,6 +155,6 @@ class Engine:
         if messages[0]["role"] == "system":
             system_turn = self.tokenizer.render(messages[:1], add_generation_prompt=False)
             prefix_ids = tuple(self.tokenizer.encode(system_turn))
-        completion = Completion(self.scheduler, prompt_ids, prefix_ids, params)
+        completion = Completion(self.scheduler, prompt_ids, prefix_ids, params, self.describe())
         self.scheduler.submit(completion.request)
         return completion

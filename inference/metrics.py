@@ -77,11 +77,11 @@ class EngineMetrics:
             return len(self._recent_tokens) / RATE_WINDOW_SECONDS
 
     def render(
-        self, *, queue_depth: int, active_sequences: int, max_batch: int, model: dict[str, str]
+        self, *, queue_depth: int, active_sequences: int, max_batch: int, models: list[dict[str, str]]
     ) -> str:
-        """The Prometheus text exposition; `model` labels the info metric (name, version, precision...)."""
+        """The Prometheus text exposition; each of `models` (name, version, precision...) labels a
+        line of the info metric."""
         rate = self.tokens_per_second()
-        labels = ",".join(f'{key}="{_escape(value)}"' for key, value in model.items())
         with self._lock:
             lines = [
                 "# HELP kb_engine_time_to_first_token_seconds Arrival of a request to its first token.",
@@ -134,15 +134,19 @@ class EngineMetrics:
             "# HELP kb_engine_max_batch Most sequences generated at once.",
             "# TYPE kb_engine_max_batch gauge",
             f"kb_engine_max_batch {max_batch}",
-            "# HELP kb_engine_model_info The model version this engine serves.",
+            "# HELP kb_engine_model_info The model versions this engine serves, one line each.",
             "# TYPE kb_engine_model_info gauge",
-            f"kb_engine_model_info{{{labels}}} 1",
+            *(f"kb_engine_model_info{{{_labels(model)}}} 1" for model in models),
         ]
         return "\n".join(lines) + "\n"
 
     def _forget_before(self, cutoff: float) -> None:
         while self._recent_tokens and self._recent_tokens[0] < cutoff:
             self._recent_tokens.popleft()
+
+
+def _labels(model: dict[str, str]) -> str:
+    return ",".join(f'{key}="{_escape(value)}"' for key, value in model.items())
 
 
 def _escape(value: str) -> str:

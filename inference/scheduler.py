@@ -102,6 +102,8 @@ class Scheduler:
         self._in_batch = 0
         self._wakeup = threading.Condition()
         self._stopping = False
+        # Set by `drain`: the loop ends once the queue and the batch are empty.
+        self._draining = False
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
 
     @property
@@ -123,6 +125,14 @@ class Scheduler:
             self._stopping = True
             self._wakeup.notify()
         self._thread.join(timeout)
+
+    def drain(self) -> None:
+        """Finish every request already submitted, then stop; blocks until then. Nothing new may be
+        submitted meanwhile (the engine's pool sends new requests elsewhere first)."""
+        with self._wakeup:
+            self._draining = True
+            self._wakeup.notify()
+        self._thread.join()
 
     def submit(self, request: GenerationRequest) -> None:
         """Queue `request`; raises QueueFull when the batch is full and `max_queue` requests already wait."""
@@ -146,6 +156,8 @@ class Scheduler:
         while True:
             with self._wakeup:
                 while not self._stopping and not self._waiting and not self._running:
+                    if self._draining and not self._in_batch:
+                        return
                     self._wakeup.wait()
                 self._gather_burst()
                 if self._stopping:

@@ -1,30 +1,38 @@
 """The engine's HTTP service: the OpenAI chat-completions API, health and Prometheus metrics.
 
-    python -m inference.serve --model NAME [--precision int8] [--host 127.0.0.1] [--port 8100]
-                              [--max-batch 8] [--max-queue 32] [--max-wait-ms 0] [--context-length 4096]
+    python -m inference.serve --model NAME [--model NAME...] [--precision int8] [--host 127.0.0.1]
+                              [--port 8100] [--max-batch 8] [--max-queue 32] [--max-wait-ms 0]
+                              [--context-length 4096]
 
 Routes: POST /v1/chat/completions (`stream` false: one JSON answer; true: Server-Sent Events of
-chunks, then `data: [DONE]`), GET /v1/models, GET /health, GET /metrics. A small plain ASGI app run
-by uvicorn. This module is the edge: it reads the OpenAI request shape, and turns every error a
-client can cause into an OpenAI-style error JSON, here and nowhere else. Builds are found in
-$KB_MODELS_DIR (default ~/.cache/kb/models).
+chunks, then `data: [DONE]`; `model` picks one of the models served, the first by default),
+GET /v1/models, GET /health, GET /metrics, and POST /admin/models/activate (a bearer token, the
+$KB_ENGINE_ADMIN_TOKEN the engine was started with), which swaps in another build of a model while
+serving. A small plain ASGI app run by uvicorn. This module is the edge: it reads the OpenAI request
+shape, and turns every error a client can cause into an OpenAI-style error JSON, here and nowhere
+else. Builds are found in $KB_MODELS_DIR (default ~/.cache/kb/models).
 """
 
 import argparse
 import asyncio
+import hmac
 import json
 import logging
+import os
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
 from inference.catalog import PRECISIONS, generator_named
 from inference.engine import Completion, Engine, GenerationFailed, InvalidRequest, PromptTooLong
+from inference.metrics import EngineMetrics
 from inference.model_store import InvalidBuild, build_path, models_dir
+from inference.pool import EnginePool, ModelLoading, SwapInProgress, UnknownModel
 from inference.runner import DEFAULT_CONTEXT_TOKENS
 from inference.sampling import InvalidSamplingParams, SamplingParams
 from inference.scheduler import QueueFull
@@ -41,6 +49,8 @@ DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_QUEUE = 32
 # What a client told the queue is full should wait: about one short answer's time on this CPU.
 RETRY_AFTER_SECONDS = 1
+# What a client asking for a model still loading should wait: loading takes seconds to a minute.
+LOADING_RETRY_AFTER_SECONDS = 5
 # Largest request body: the answer prompt is under 10 KB of text; a full 4,096-token context under 64 KB.
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -126,6 +136,31 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     )
 
 
+@dataclass(frozen=True)
+class ActivateRequest:
+    """Which build to serve: a catalog model, its build version (None: the catalog's) and precision."""
+
+    model: str
+    version: str | None
+    precision: str
+
+
+def parse_activate_request(body: bytes) -> ActivateRequest:
+    try:
+        payload = json.loads(body)
+    except ValueError as error:
+        raise HTTPError(400, f"the request body is not valid JSON: {error}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
+        raise HTTPError(400, 'the request body must be an object with a "model" string')
+    version = payload.get("version")
+    if version is not None and not isinstance(version, str):
+        raise HTTPError(400, "version must be a string")
+    precision = payload.get("precision", "int8")
+    if precision not in PRECISIONS:
+        raise HTTPError(400, f"precision must be one of {', '.join(PRECISIONS)}")
+    return ActivateRequest(payload["model"], version, precision)
+
+
 def _messages(messages: object) -> list[dict[str, str]]:
     if not isinstance(messages, list) or not messages:
         raise HTTPError(400, "messages must be a non-empty list")
@@ -164,17 +199,29 @@ def _integer(value: object, name: str) -> int:
     return value
 
 
-class EngineApp:
-    """The ASGI application serving one Engine; starts and stops its scheduler with the server."""
+def build_dir(model: str, version: str | None, precision: str) -> Path:
+    """Where the build of a catalog model lives; KeyError naming the known models for another name."""
+    generator = generator_named(model)
+    return build_path(models_dir(), generator.name, version or generator.version, precision)
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+
+class EngineApp:
+    """The ASGI application serving a pool of engines; stops them with the server.
+
+    `admin_token` guards /admin/ routes; without one they answer 403.
+    """
+
+    def __init__(self, pool: EnginePool, metrics: EngineMetrics, admin_token: str | None = None) -> None:
+        self.pool = pool
+        self.metrics = metrics
+        self.admin_token = admin_token
         self.started = int(time.time())
-        self._routes: dict[str, tuple[str, Callable[[Receive, Send], Awaitable[None]]]] = {
+        self._routes: dict[str, tuple[str, Callable[[dict, Receive, Send], Awaitable[None]]]] = {
             "/v1/chat/completions": ("POST", self._chat_completions),
             "/v1/models": ("GET", self._models),
             "/health": ("GET", self._health),
             "/metrics": ("GET", self._metrics),
+            "/admin/models/activate": ("POST", self._activate),
         }
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
@@ -190,7 +237,7 @@ class EngineApp:
             method, handler = route
             if scope["method"] != method:
                 raise HTTPError(405, f"{scope['path']} accepts {method} only", headers=(("allow", method),))
-            await handler(receive, send)
+            await handler(scope, receive, send)
         except HTTPError as error:
             await _send_json(send, error.status, error.body, error.headers)
 
@@ -198,35 +245,26 @@ class EngineApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.engine.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.engine.stop()
+                self.pool.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _chat_completions(self, receive: Receive, send: Send) -> None:
+    async def _chat_completions(self, scope: dict, receive: Receive, send: Send) -> None:
         request = parse_chat_request(await _read_body(receive))
-        if request.model is not None and request.model != self.engine.model_name:
-            raise HTTPError(
-                404,
-                f"model {request.model!r} is not served here; this engine serves {self.engine.model_name!r}",
-                code="model_not_found",
-            )
         try:
-            completion = self.engine.submit(request.messages, request.params)
+            completion = self.pool.submit(request.model, request.messages, request.params)
+        except UnknownModel as error:
+            raise HTTPError(404, str(error), code="model_not_found") from None
+        except ModelLoading as error:
+            raise _retry_later(503, str(error), "model_loading", LOADING_RETRY_AFTER_SECONDS) from None
         except PromptTooLong as error:
             raise HTTPError(400, str(error), code="context_length_exceeded") from None
         except InvalidRequest as error:
             raise HTTPError(400, str(error)) from None
         except QueueFull:
-            raise HTTPError(
-                429,
-                f"the engine is busy; retry in {RETRY_AFTER_SECONDS} s",
-                error_type="rate_limit_error",
-                code="queue_full",
-                headers=(("retry-after", str(RETRY_AFTER_SECONDS)),),
-            ) from None
+            raise _retry_later(429, "the engine is busy", "queue_full", RETRY_AFTER_SECONDS) from None
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, completion))
         try:
             if request.stream:
@@ -251,7 +289,7 @@ class EngineApp:
             send,
             200,
             {
-                **self._envelope("chat.completion"),
+                **_envelope(completion, "chat.completion"),
                 "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
                 "usage": _usage(completion),
             },
@@ -260,7 +298,7 @@ class EngineApp:
     async def _stream(self, send: Send, completion: Completion, *, include_usage: bool) -> None:
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        envelope = self._envelope("chat.completion.chunk")
+        envelope = _envelope(completion, "chat.completion.chunk")
 
         async def event(data: dict) -> None:
             body = f"data: {json.dumps(data)}\n\n".encode()
@@ -283,44 +321,108 @@ class EngineApp:
             await event({**envelope, "choices": [], "usage": _usage(completion)})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
-    def _envelope(self, kind: str) -> dict:
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": kind,
-            "created": int(time.time()),
-            "model": self.engine.model_name,
-        }
+    async def _models(self, scope: dict, receive: Receive, send: Send) -> None:
+        models = [
+            {"id": engine.model_name, "object": "model", "created": self.started, "owned_by": "kb"}
+            for engine in self.pool.engines()
+        ]
+        await _send_json(send, 200, {"object": "list", "data": models})
 
-    async def _models(self, receive: Receive, send: Send) -> None:
-        model = {"id": self.engine.model_name, "object": "model", "created": self.started, "owned_by": "kb"}
-        await _send_json(send, 200, {"object": "list", "data": [model]})
-
-    async def _health(self, receive: Receive, send: Send) -> None:
-        scheduler = self.engine.scheduler
+    async def _health(self, scope: dict, receive: Receive, send: Send) -> None:
+        engines = self.pool.engines()
+        default = engines[0]
         await _send_json(
             send,
             200,
             {
                 "status": "ok",
-                **self.engine.describe(),
-                "queue_depth": scheduler.queue_depth,
-                "active_sequences": scheduler.active_sequences,
-                "max_batch": scheduler.max_batch,
-                "max_queue": scheduler.max_queue,
+                # The default model's build at the top level, as clients of a one-model engine read it.
+                **default.describe(),
+                "models": [_engine_health(engine) for engine in engines],
+                "draining": [_engine_health(engine) for engine in self.pool.draining()],
+                "queue_depth": sum(engine.scheduler.queue_depth for engine in engines),
+                "active_sequences": sum(engine.scheduler.active_sequences for engine in engines),
+                "max_batch": default.scheduler.max_batch,
+                "max_queue": default.scheduler.max_queue,
             },
         )
 
-    async def _metrics(self, receive: Receive, send: Send) -> None:
-        scheduler = self.engine.scheduler
-        text = self.engine.metrics.render(
-            queue_depth=scheduler.queue_depth,
-            active_sequences=scheduler.active_sequences,
-            max_batch=scheduler.max_batch,
-            model=self.engine.describe(),
+    async def _metrics(self, scope: dict, receive: Receive, send: Send) -> None:
+        engines = self.pool.engines() + self.pool.draining()
+        text = self.metrics.render(
+            queue_depth=sum(engine.scheduler.queue_depth for engine in engines),
+            active_sequences=sum(engine.scheduler.active_sequences for engine in engines),
+            max_batch=engines[0].scheduler.max_batch,
+            models=[engine.describe() for engine in self.pool.engines()],
         )
         headers = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": text.encode()})
+
+    async def _activate(self, scope: dict, receive: Receive, send: Send) -> None:
+        self._authorize(scope)
+        request = parse_activate_request(await _read_body(receive))
+        try:
+            directory = build_dir(request.model, request.version, request.precision)
+        except KeyError as error:
+            raise HTTPError(404, error.args[0], code="model_not_found") from None
+        try:
+            # Loading takes seconds: off the event loop, which goes on serving the old build meanwhile.
+            engine, replaced = await asyncio.to_thread(self.pool.activate, directory, request.model)
+        except InvalidBuild as error:
+            raise HTTPError(400, str(error), code="invalid_build") from None
+        except SwapInProgress as error:
+            raise HTTPError(409, str(error), code="swap_in_progress") from None
+        activated = {"activated": engine.describe(), "replaced": replaced and replaced.describe()}
+        await _send_json(send, 200, activated)
+
+    def _authorize(self, scope: dict) -> None:
+        if not self.admin_token:
+            raise HTTPError(
+                403,
+                "the admin API is off: start the engine with KB_ENGINE_ADMIN_TOKEN set",
+                error_type="permission_error",
+            )
+        headers = dict(scope["headers"])
+        expected = f"Bearer {self.admin_token}".encode()
+        if not hmac.compare_digest(headers.get(b"authorization", b""), expected):
+            raise HTTPError(
+                401,
+                "a valid admin token is needed (Authorization: Bearer …)",
+                error_type="authentication_error",
+                headers=(("www-authenticate", "Bearer"),),
+            )
+
+
+def _retry_later(status: int, reason: str, code: str, seconds: int) -> HTTPError:
+    """A 429 (this client should slow down) or 503 (the engine cannot serve yet) with Retry-After."""
+    return HTTPError(
+        status,
+        f"{reason}; retry in {seconds} s",
+        error_type="rate_limit_error" if status == 429 else "server_error",
+        code=code,
+        headers=(("retry-after", str(seconds)),),
+    )
+
+
+def _envelope(completion: Completion, kind: str) -> dict:
+    build = completion.served_by
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": build["model"],
+        # OpenAI's field for the backend configuration behind an answer: here the build that made it.
+        "system_fingerprint": f"{build['version']}-{build['precision']}",
+    }
+
+
+def _engine_health(engine: Engine) -> dict:
+    return {
+        **engine.describe(),
+        "queue_depth": engine.scheduler.queue_depth,
+        "active_sequences": engine.scheduler.active_sequences,
+    }
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -362,9 +464,13 @@ def _usage(completion: Completion) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m inference.serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a generator from inference.catalog")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="a generator from inference.catalog; repeat to serve several, the first by default",
+    )
     parser.add_argument("--precision", choices=PRECISIONS, default="int8")
-    parser.add_argument("--version", help="a build version other than the catalog's current one")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
@@ -380,34 +486,40 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.max_batch <= 128 or args.max_queue < 0 or args.max_wait_ms < 0:
         parser.error("--max-batch must be between 1 and 128, --max-queue and --max-wait-ms at least 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        generator = generator_named(args.model)
-    except KeyError as error:
-        parser.error(error.args[0])
-    build_dir = build_path(models_dir(), generator.name, args.version or generator.version, args.precision)
-    try:
-        engine = Engine(
-            build_dir,
+    metrics = EngineMetrics()
+
+    def load(directory: Path) -> Engine:
+        return Engine(
+            directory,
             max_batch=args.max_batch,
             max_queue=args.max_queue,
             max_wait=args.max_wait_ms / 1000,
             context_length=args.context_length,
+            metrics=metrics,
         )
-    except InvalidBuild as error:
-        sys.exit(f"cannot serve {args.model}: {error}")
+
+    pool = EnginePool(load)
+    for model in dict.fromkeys(args.model):
+        try:
+            pool.activate(build_dir(model, None, args.precision), model)
+        except KeyError as error:
+            parser.error(error.args[0])
+        except InvalidBuild as error:
+            pool.stop()
+            sys.exit(f"cannot serve {model}: {error}")
     logger.info(
-        "serving %s at http://%s:%d (max batch %d, max queue %d, max wait %g ms, context %d tokens)",
-        " ".join(engine.describe().values()),
+        "listening at http://%s:%d (max batch %d, max queue %d, max wait %g ms, context %d tokens)",
         args.host,
         args.port,
         args.max_batch,
         args.max_queue,
         args.max_wait_ms,
-        engine.runner.context_length,
+        args.context_length,
     )
-    # One process holds the model and its scheduler; without workers=1 uvicorn would take the web's
+    app = EngineApp(pool, metrics, admin_token=os.environ.get("KB_ENGINE_ADMIN_TOKEN") or None)
+    # One process holds the models and their schedulers; without workers=1 uvicorn would take the web's
     # WEB_CONCURRENCY from the environment and refuse to start.
-    uvicorn.run(EngineApp(engine), host=args.host, port=args.port, log_level="info", workers=1)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", workers=1)
 
 
 if __name__ == "__main__":

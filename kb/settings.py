@@ -5,14 +5,13 @@ starts under var/ (Unix sockets, no TCP ports).
 """
 
 import os
-import secrets
 from urllib.parse import parse_qs, urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
-from kb.stack.layout import PROJECT_DIR, current_layout
+from kb.stack.layout import PROJECT_DIR, current_layout, kept_secret
 from retrieval.embedding import embedding_model
 
 LAYOUT = current_layout()
@@ -29,15 +28,7 @@ def env_list(name: str, default: str) -> list[str]:
 
 def _secret_key() -> str:
     """SECRET_KEY from the environment, else one generated once and kept in var/secret_key."""
-    if os.environ.get("SECRET_KEY"):
-        return os.environ["SECRET_KEY"]
-    path = LAYOUT.secret_key_file
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_urlsafe(50))
-    return path.read_text().strip()
+    return os.environ.get("SECRET_KEY") or kept_secret(LAYOUT.secret_key_file)
 
 
 def _celery_url(redis_url: str) -> str:
@@ -183,8 +174,13 @@ CELERY_TASK_ROUTES = {
 # names a single one. Unset until ./run starts an engine of its own.
 ENGINE_URLS = env_list("ENGINE_URLS", os.environ.get("ENGINE_URL", ""))
 ENGINE_TIMEOUT = float(os.environ.get("ENGINE_TIMEOUT", "60"))
-# The generator asked for by name (vLLM, llama.cpp and Ollama need one; ours checks it).
+# The generators asked for by name (vLLM, llama.cpp and Ollama need one; ours serves those named).
+# The rule: answers come from KB_ENGINE_MODEL; the short generations before the search (a follow-up's
+# rewrite, paraphrases, hypothetical answers) from KB_REWRITE_MODEL, which may be a smaller one.
 KB_ENGINE_MODEL = os.environ.get("KB_ENGINE_MODEL", "qwen2.5-coder-0.5b-instruct")
+KB_REWRITE_MODEL = os.environ.get("KB_REWRITE_MODEL") or KB_ENGINE_MODEL
+# Bearer token of the engines' admin API (`manage.py activate_model`); ./run makes one for its engine.
+KB_ENGINE_ADMIN_TOKEN = os.environ.get("KB_ENGINE_ADMIN_TOKEN", "")
 
 # --- Answers ---------------------------------------------------------------------------------
 

@@ -237,6 +237,7 @@ def engine_url(smollm2_builds, tmp_path_factory):
 # Answering settings that fit the test engine's 512-token context (also passed to a test web server).
 SMALL_ANSWER_SETTINGS = {
     "KB_ENGINE_MODEL": "smollm2-135m-instruct",
+    "KB_REWRITE_MODEL": "smollm2-135m-instruct",
     "KB_ANSWER_SOURCES": 2,
     "KB_ANSWER_SOURCE_CHARS": 300,
     "KB_ANSWER_MAX_TOKENS": 48,

@@ -2,6 +2,7 @@
 (SmolLM2) or by the rules, searched as rewritten, kept private to their user, bounded however long
 they grow; the staff pages that list, rename and delete them."""
 
+import httpx
 import pytest
 from django.contrib.auth.models import Group, User
 
@@ -102,6 +103,21 @@ def test_an_engine_that_is_down_or_writes_nothing_usable_leaves_the_rules(people
     settings.ENGINE_URLS, settings.KB_REWRITE_MAX_TOKENS = [engine], 1
     truncated = standalone(thread, "And for contractors?", language="en")
     assert truncated.rewrite == Rewrite.RULES and truncated.text == down.text
+
+
+def test_rewrites_ask_the_engine_for_the_rewrite_model(people, thread, settings, engine):
+    def finished_requests() -> float:
+        lines = httpx.get(f"{engine}/metrics", timeout=5.0).text.splitlines()
+        finished = [line for line in lines if line.startswith("kb_engine_requests_finished")]
+        return sum(float(line.split()[-1]) for line in finished)
+
+    before = finished_requests()
+    settings.KB_REWRITE_MODEL = "qwen2.5-coder-0.5b-instruct"  # the test engine serves SmolLM2 only: 404
+    assert standalone(thread, "And for contractors?", language="en").rewrite == Rewrite.RULES
+    assert finished_requests() == before
+    settings.KB_REWRITE_MODEL = settings.KB_ENGINE_MODEL
+    standalone(thread, "And for contractors?", language="en")
+    assert finished_requests() == before + 1
 
 
 def test_a_standalone_question_or_a_first_one_is_searched_as_asked(people, thread, settings):

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from django.conf import settings
 from django.db import transaction
 
-from inference.client import EngineRequestRejected, EngineUnavailable, chat_stream
+from inference.client import EngineRequestRejected, EngineUnavailable, chat_stream, served_build
 from kb.answering.citations import read_answer, render
 from kb.answering.factcheck import CheckedSentence, check_sentences
 from kb.answering.injection import find_injections
@@ -168,8 +168,9 @@ def _cache_key(query: str, scopes: list[int], policy: AnswerPolicy) -> str:
     the collections'), and term list."""
     parameters = {
         "question": query.casefold(),
-        # The model, not the replicas that serve it: adding an engine keeps the cached answers.
-        "engine": settings.KB_ENGINE_MODEL,
+        # The model and the build serving it, not the replicas: adding an engine keeps the cached
+        # answers, swapping in another build of the model does not.
+        "engine": [settings.KB_ENGINE_MODEL, served_build(settings.ENGINE_URLS, settings.KB_ENGINE_MODEL)],
         "answering": [
             settings.KB_ANSWER_SOURCE_CHARS,
             settings.KB_ANSWER_MAX_TOKENS,

@@ -98,7 +98,7 @@ def _engine_rewrite(question: str, earlier: list[str], language: str) -> str | N
         reply = chat(
             settings.ENGINE_URLS,
             rewrite.rewrite_messages(question, earlier, language=language),
-            model=settings.KB_ENGINE_MODEL,
+            model=settings.KB_REWRITE_MODEL,
             max_tokens=settings.KB_REWRITE_MAX_TOKENS,
             temperature=0.0,
             timeout=settings.KB_REWRITE_TIMEOUT,

@@ -175,7 +175,7 @@ def _engine_form(query: str, transform: str) -> list[str]:
                 {"role": "system", "content": ENGINE_PROMPTS[transform][language]},
                 {"role": "user", "content": query},
             ],
-            model=settings.KB_ENGINE_MODEL,
+            model=settings.KB_REWRITE_MODEL,
             max_tokens=ENGINE_MAX_TOKENS,
             temperature=0.0,
             timeout=settings.KB_REWRITE_TIMEOUT,

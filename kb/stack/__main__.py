@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .layout import PROJECT_DIR, Layout, current_layout
+from .layout import PROJECT_DIR, Layout, current_layout, kept_secret
 from .postgres import LocalPostgres, PostgresError
 from .processes import Service, Supervisor, live_pid, terminate
 from .redis import LocalRedis, RedisError
@@ -152,6 +152,12 @@ def _child_env(layout: Layout, **extra: str) -> dict[str, str]:
     return env
 
 
+def _admin_token(layout: Layout) -> str:
+    """The token the engine's admin API takes (model swaps), shared by the processes ./run starts:
+    KB_ENGINE_ADMIN_TOKEN, else one generated once and kept in var/."""
+    return os.environ.get("KB_ENGINE_ADMIN_TOKEN") or kept_secret(layout.engine_admin_token_file)
+
+
 def _manage(env: dict[str, str], *args: str) -> int:
     return subprocess.run([PYTHON, str(PROJECT_DIR / "manage.py"), *args], env=env).returncode
 
@@ -168,7 +174,9 @@ def start() -> int:
     layout.pid_file("supervisor").write_text(str(os.getpid()))
     host, port = _web_address()
     engine = _local_engine()
-    env = _child_env(layout, KB_WORKER_CONCURRENCY=_worker_concurrency())
+    env = _child_env(
+        layout, KB_WORKER_CONCURRENCY=_worker_concurrency(), KB_ENGINE_ADMIN_TOKEN=_admin_token(layout)
+    )
     if engine:
         env["ENGINE_URLS"] = engine.url
     supervisor = Supervisor(layout, env)
@@ -196,7 +204,8 @@ def start() -> int:
 
 @dataclass(frozen=True)
 class LocalEngine:
-    model: str
+    # The answering model first (the engine's default), then the rewriting model when it differs.
+    models: tuple[str, ...]
     port: int
 
     @property
@@ -212,8 +221,10 @@ def _local_engine() -> LocalEngine | None:
 
 
 def _engine_settings() -> LocalEngine:
+    answering = os.environ.get("KB_ENGINE_MODEL", DEFAULT_ENGINE_MODEL)
+    rewriting = os.environ.get("KB_REWRITE_MODEL") or answering
     return LocalEngine(
-        model=os.environ.get("KB_ENGINE_MODEL", DEFAULT_ENGINE_MODEL),
+        models=tuple(dict.fromkeys((answering, rewriting))),
         port=int(os.environ.get("KB_ENGINE_PORT", "8100")),
     )
 
@@ -245,13 +256,15 @@ ENGINE_OPTIONS = {
 
 def _build_model(engine: LocalEngine, env: dict[str, str]) -> None:
     """A no-op once built: builds are cached per machine (KB_MODELS_DIR or ~/.cache/kb/models)."""
-    build = [PYTHON, "-m", "inference.build", engine.model, "--precision", "int8"]
-    if subprocess.run(build, env=env).returncode != 0:
-        raise StackError(f"building the model {engine.model} failed (see above)")
+    for model in engine.models:
+        build = [PYTHON, "-m", "inference.build", model, "--precision", "int8"]
+        if subprocess.run(build, env=env).returncode != 0:
+            raise StackError(f"building the model {model} failed (see above)")
 
 
 def _engine_service(engine: LocalEngine, host: str) -> Service:
-    command = [PYTHON, "-m", "inference.serve", "--model", engine.model, "--precision", "int8"]
+    command = [PYTHON, "-m", "inference.serve", "--precision", "int8"]
+    command += [option for model in engine.models for option in ("--model", model)]
     command += ["--host", host, "--port", str(engine.port)]
     for variable, option in ENGINE_OPTIONS.items():
         if os.environ.get(variable):
@@ -337,7 +350,7 @@ def test(args: list[str]) -> int:
 
 def manage(args: list[str]) -> int:
     layout = current_layout()
-    env = _child_env(layout)
+    env = _child_env(layout, KB_ENGINE_ADMIN_TOKEN=_admin_token(layout))
     engine = _local_engine()
     if engine:  # the engine of a running ./run: `ask` and `evaluate --mode answers` use it
         env["ENGINE_URLS"] = engine.url

@@ -5,6 +5,7 @@ so a second stack (for example the one a test starts) never touches the first on
 """
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,10 @@ class Layout:
         return self.root / "secret_key"
 
     @property
+    def engine_admin_token_file(self) -> Path:
+        return self.root / "engine_admin_token"
+
+    @property
     def media_dir(self) -> Path:
         return self.root / "files"
 
@@ -64,6 +69,16 @@ class Layout:
 
     def pid_file(self, name: str) -> Path:
         return self.pid_dir / f"{name}.pid"
+
+
+def kept_secret(path: Path) -> str:
+    """The secret in `path`, generated the first time and readable by this user only."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
 
 
 def current_layout() -> Layout:

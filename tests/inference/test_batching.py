@@ -171,7 +171,7 @@ def test_scheduler_gives_concurrent_requests_the_completions_they_get_alone(fp32
         scheduler.stop()
     for index, (prompt_ids, request_params) in enumerate(requests):
         assert chunks[index] == list(generate(fp32_runner, tokenizer, prompt_ids, request_params)), index
-    rendered = metrics.render(queue_depth=0, active_sequences=0, max_batch=3, model={}).splitlines()
+    rendered = metrics.render(queue_depth=0, active_sequences=0, max_batch=3, models=[]).splitlines()
     samples = dict(line.split() for line in rendered if not line.startswith("#") and "{" not in line)
     # Rows ran together: a mean decode batch above one (three most of the time, timing permitting).
     assert int(samples["kb_engine_decoded_sequences_total"]) > int(samples["kb_engine_decode_passes_total"])

@@ -193,7 +193,7 @@ class Command(BaseCommand):
         report |= {"conversations": len(cases), "follow_ups": follow_up_count(cases)}
         report["rewrite_settings"] = {
             "rewrite": settings.KB_REWRITE,
-            "engine_model": settings.KB_ENGINE_MODEL if settings.ENGINE_URLS else None,
+            "rewrite_model": settings.KB_REWRITE_MODEL if settings.ENGINE_URLS else None,
             "turns": settings.KB_REWRITE_TURNS,
         }
         if mode in ("retrieval", "all"):
