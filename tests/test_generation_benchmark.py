@@ -5,6 +5,7 @@ import json
 import pytest
 
 from inference.catalog import SMOLLM2_135M
+from inference.llama_cpp_bench import NOT_INSTALLED, llama_cpp_available
 from inference.model_store import read_manifest
 from kb.services.generation_benchmark import GenerationBenchmarkError, bench_generation
 
@@ -49,7 +50,16 @@ def test_generation_benchmark_measures_both_precisions_batches_and_the_answer_pr
         quality_questions=1,
         on_step=steps.append,
     )
-    assert len(steps) == len(report["size_bytes"]) + 4
+    # llama.cpp is measured only where llama-cpp-python was installed for the benchmark.
+    compared = llama_cpp_available()
+    assert len(steps) == len(report["size_bytes"]) + 4 + compared
+    if compared:
+        assert report["llama_cpp"]["quantization"] == "Q8_0"
+        assert report["llama_cpp"]["48"]["decode_tokens_per_s"] > 0
+        assert set(report["int8_decode_over_llama_cpp_q8"]) == {"48"}
+    else:
+        assert report["llama_cpp"] == {"skipped": NOT_INSTALLED}
+        assert "int8_decode_over_llama_cpp_q8_at_least" not in report["targets"]
     for precision, size in report["size_bytes"].items():
         assert size == read_manifest(smollm2_builds[precision])["total_size"]
         measured = report["single_sequence"][precision]["48"]

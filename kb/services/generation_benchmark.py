@@ -10,7 +10,9 @@ of KB_ANSWER_SOURCE_CHARS characters, a question), first with the engine's syste
 then warm; and answers per second when a batch of such questions arrives at once (for sizing). And
 the quality check of INT8: both precisions answer the first `quality_questions` answerable English
 dev questions greedily from that same prompt (the excerpt holding the evidence first): how many
-answers contain a gold answer, and how many INT8 answers are FP32's word for word.
+answers contain a gold answer, and how many INT8 answers are FP32's word for word. Where
+llama-cpp-python is installed, the same single-sequence measurements of llama.cpp running the same
+weights at Q8_0 (inference.llama_cpp_bench), the reference INT8 decoding is held to.
 A benchmark, not a test: numbers move with whatever else the machine is doing.
 """
 
@@ -29,6 +31,7 @@ from inference.catalog import PRECISIONS, generator_named
 from inference.chat import ChatTokenizer
 from inference.engine import Engine
 from inference.generation import generate
+from inference.llama_cpp_bench import NOT_INSTALLED, llama_cpp_available, llama_cpp_q8_rates
 from inference.model_store import build_path, models_dir, read_manifest
 from inference.runner import ModelRunner
 from inference.sampling import SamplingParams
@@ -47,6 +50,7 @@ TARGETS = {
     "int8_decode_speedup_at_least": 2.0,
     "8_concurrent_over_1_at_least": 4.0,
     "answer_prompt_first_token_at_most_s": 4.0,
+    "int8_decode_over_llama_cpp_q8_at_least": 0.8,
 }
 
 
@@ -92,6 +96,10 @@ def bench_generation(
     for precision, build_dir in builds.items():
         step(f"{precision}: prompts of {', '.join(map(str, prompt_tokens))} tokens")
         per_precision[precision] = _single_sequence(build_dir, prompt_tokens, new_tokens)
+    llama_cpp = {"skipped": NOT_INSTALLED}
+    if llama_cpp_available():
+        step(f"llama.cpp Q8_0: prompts of {', '.join(map(str, prompt_tokens))} tokens")
+        llama_cpp = llama_cpp_q8_rates(generator, prompt_tokens, new_tokens)
     step("int8: concurrent requests through the scheduler")
     engine = Engine(builds["int8"], max_batch=DEFAULT_MAX_BATCH, max_queue=max(concurrency))
     engine.start()
@@ -106,7 +114,8 @@ def bench_generation(
         engine.stop()
     step(f"answers to {len(dev)} dev questions at {' and '.join(builds)}")
     quality = _answer_quality(builds, dev, docs)
-    return _report(model, builds, per_precision, throughput, answer_prompt, answers, quality)
+    report = _report(model, builds, per_precision, throughput, answer_prompt, answers, quality)
+    return _compare_with_llama_cpp(report, llama_cpp)
 
 
 def _single_sequence(build_dir: Path, prompt_tokens: tuple[int, ...], new_tokens: int) -> dict:
@@ -228,7 +237,7 @@ def _report(model, builds, per_precision, throughput, answer_prompt, answers, qu
     sizes = {precision: read_manifest(path)["total_size"] for precision, path in builds.items()}
     report = {
         "model": model,
-        "machine": {"cpus": os.cpu_count(), "onnxruntime": ort.__version__},
+        "machine": {"cpus": os.cpu_count(), **_cpu(), "onnxruntime": ort.__version__},
         "size_bytes": sizes,
         "single_sequence": per_precision,
         "concurrent_requests": {"max_batch": DEFAULT_MAX_BATCH, "int8": throughput},
@@ -256,6 +265,37 @@ def _report(model, builds, per_precision, throughput, answer_prompt, answers, qu
         name: {"wanted": TARGETS[name], "measured": value, "met": _met(name, value)}
         for name, value in measured.items()
     }
+    return report
+
+
+def _cpu() -> dict:
+    """The CPU model and its VNNI flags (INT8 dot products), which the INT8 numbers depend on most."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    first_cpu: dict[str, str] = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        first_cpu.setdefault(key.strip(), value.strip())
+    flags = [flag for flag in first_cpu.get("flags", "").split() if "vnni" in flag]
+    return {"cpu": first_cpu.get("model name", ""), "vnni": flags}
+
+
+def _compare_with_llama_cpp(report: dict, llama_cpp: dict) -> dict:
+    report["llama_cpp"] = llama_cpp
+    if "skipped" in llama_cpp:
+        return report
+    int8 = report["single_sequence"]["int8"]
+    ratios = {
+        tokens: round(int8[tokens]["decode_tokens_per_s"] / llama_cpp[tokens]["decode_tokens_per_s"], 2)
+        for tokens in int8
+        if tokens in llama_cpp
+    }
+    report["int8_decode_over_llama_cpp_q8"] = ratios
+    name = "int8_decode_over_llama_cpp_q8_at_least"
+    value = min(ratios.values())
+    report["targets"][name] = {"wanted": TARGETS[name], "measured": value, "met": _met(name, value)}
     return report
 
 
