@@ -185,6 +185,8 @@ class DocumentVersion(models.Model):
     job_state = models.CharField(max_length=20, choices=JobState.choices, default=JobState.QUEUED)
     chunks_done = models.PositiveIntegerField(default=0)
     chunks_total = models.PositiveIntegerField(default=0)
+    # The embedding model of the chunks' staged vectors (the index's when they were made).
+    embedded_with = models.CharField(max_length=100, blank=True, db_default="")
     error = models.TextField(blank=True)
     # When the job was sent to the queue of its next stage; empty while a worker runs a stage.
     queued_at = models.DateTimeField(null=True, blank=True, default=timezone.now)

@@ -8,7 +8,7 @@ back a second caller while the first one loads): 43 copies of the encoder on a c
 
 from django.conf import settings
 
-from kb.answering.factcheck import entailment_model
+from kb.answering.factcheck import SIMILARITY_MODEL, entailment_model
 from kb.ingestion.sentences import english_pipeline
 from retrieval.embedding import load_encoder
 from retrieval.tokenizer import search_tokens
@@ -16,6 +16,7 @@ from retrieval.tokenizer import search_tokens
 
 def load_models() -> None:
     load_encoder(settings.KB_EMBEDDING_MODEL)  # query embeddings
+    load_encoder(SIMILARITY_MODEL)  # the fact-check's related-sentence check
     entailment_model()  # the answers' fact-check
     english_pipeline()  # answer sentences
     search_tokens("预热 warm-up")  # jieba's dictionary (Chinese queries) and the stop words

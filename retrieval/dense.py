@@ -18,11 +18,20 @@ def readable_passages(scopes: list[int]) -> int:
 
 
 def dense_top_k(
-    vector: list[float], *, scopes: list[int], k: int, exact: bool | None = None, ef_search: int | None = None
+    vector: list[float],
+    *,
+    scopes: list[int],
+    k: int,
+    model: str | None = None,
+    exact: bool | None = None,
+    ef_search: int | None = None,
 ) -> list[tuple[int, float]]:
     """(passage id, cosine similarity) of the k nearest passages in `scopes`, nearest first.
 
-    `exact` None decides by the number of readable passages (RETRIEVAL_EXACT_DENSE_LIMIT).
+    `model`, the one that embedded `vector`: nothing is found unless the stored vectors come from it
+    too, checked in the same statement, so a swap of models (reembedding.finish) committing in
+    between cannot pair a query with vectors of another model. `exact` None decides by the number
+    of readable passages (RETRIEVAL_EXACT_DENSE_LIMIT).
     """
     if not scopes or k <= 0:
         return []
@@ -36,10 +45,11 @@ def dense_top_k(
             ef_search = max(ef_search or settings.RETRIEVAL_EF_SEARCH, k)
             cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef_search)])
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        same_model = "" if model is None else " AND (SELECT model FROM retrieval_embeddingstate) = %s"
         cursor.execute(
             "SELECT id, embedding <=> %s::vector AS distance FROM retrieval_passage"
-            " WHERE scope = ANY(%s) AND embedding IS NOT NULL ORDER BY distance LIMIT %s",
-            [_literal(vector), list(scopes), k],
+            f" WHERE scope = ANY(%s) AND embedding IS NOT NULL{same_model} ORDER BY distance LIMIT %s",
+            [_literal(vector), list(scopes), *([model] if model else []), k],
         )
         rows = cursor.fetchall()
     # A relaxed-order scan may return neighbours slightly out of order.

@@ -16,7 +16,7 @@ class Passage(models.Model):
     id = models.BigIntegerField(primary_key=True)
     scope = models.BigIntegerField(db_index=True)
     length = models.PositiveIntegerField()
-    # L2-normalised, so cosine distance ranks like the dot product.
+    # L2-normalised, so cosine distance ranks like the dot product; made by EmbeddingState.model.
     embedding = VectorField(dimensions=settings.KB_EMBEDDING_DIMENSIONS, null=True)
 
     class Meta:
@@ -82,3 +82,28 @@ class TermStats(models.Model):
 
     def __str__(self):
         return f"{self.term} in {self.passages} passages of scope {self.scope}"
+
+
+class NextEmbedding(models.Model):
+    """A passage's vector made by a re-embedding with EmbeddingState.next_model, swapped into
+    Passage.embedding when every passage has one. A table of its own, so the passage table and the
+    plans of searches over it stay as they are."""
+
+    passage = models.OneToOneField(
+        Passage, primary_key=True, on_delete=models.CASCADE, related_name="next_embedding"
+    )
+    embedding = VectorField(dimensions=settings.KB_EMBEDDING_DIMENSIONS)
+
+    def __str__(self):
+        return f"next embedding of passage {self.passage_id}"
+
+
+class EmbeddingState(models.Model):
+    """One row: the embedding model the passages' vectors come from, with which queries are
+    embedded, and the model a re-embedding fills NextEmbedding with (blank when none)."""
+
+    model = models.CharField(max_length=100)
+    next_model = models.CharField(max_length=100, blank=True)
+
+    def __str__(self):
+        return self.model + (f" (re-embedding with {self.next_model})" if self.next_model else "")

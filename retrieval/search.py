@@ -15,6 +15,7 @@ from retrieval.bm25 import bm25_top_k
 from retrieval.dense import dense_top_k
 from retrieval.embedding import embed_query, embedding_model
 from retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
+from retrieval.reembedding import active_model
 from retrieval.tokenizer import query_language, search_tokens
 
 MODES = ("hybrid", "bm25", "dense")
@@ -72,7 +73,8 @@ def search(
         "fusion": fusion,
         "weights": [settings.RETRIEVAL_BM25_WEIGHT, settings.RETRIEVAL_DENSE_WEIGHT],
         "candidates": settings.RETRIEVAL_CANDIDATES,
-        "model": settings.KB_EMBEDDING_MODEL,
+        # No embedding model: a swap of models renews every scope's version (reembedding.finish),
+        # and a cache hit must not need the database to say which model is in use.
     }
     key = cache.result_key(parameters, scopes)
     hits = cache.get(key)
@@ -82,20 +84,21 @@ def search(
     return hits
 
 
-def _dense_weight(query: str) -> float:
+def _dense_weight(query: str, model: str) -> float:
     """The dense share of a fused ranking; none for a query in a language the embedding model does
     not know (all-MiniLM-L6-v2 and Chinese: on shared/eval/dev it only pulls good BM25 hits down)."""
-    if query_language(query) not in embedding_model(settings.KB_EMBEDDING_MODEL).languages:
+    if query_language(query) not in embedding_model(model).languages:
         return 0.0
     return settings.RETRIEVAL_DENSE_WEIGHT
 
 
 def _search(query: str, *, scopes: list[int], mode: str, k: int, fusion: str) -> list[Hit]:
     depth = max(k, settings.RETRIEVAL_CANDIDATES)
-    dense_weight = _dense_weight(query) if mode == "hybrid" else 1.0
+    model = active_model()
+    dense_weight = _dense_weight(query, model) if mode == "hybrid" else 1.0
     lexical = bm25_top_k(query, scopes=scopes, k=depth) if mode in ("hybrid", "bm25") else []
     semantic = (
-        dense_top_k(embed_query(settings.KB_EMBEDDING_MODEL, query), scopes=scopes, k=depth)
+        dense_top_k(embed_query(model, query), scopes=scopes, k=depth, model=model)
         if mode == "dense" or (mode == "hybrid" and dense_weight > 0)
         else []
     )

@@ -42,6 +42,7 @@ from kb.services import audit, job_locks, task_queues
 from kb.services.documents import search_scope
 from retrieval import index
 from retrieval.embedding import count_tokens, embed_passages, token_spans
+from retrieval.reembedding import active_model, locked_active_model
 
 logger = logging.getLogger(__name__)
 
@@ -414,7 +415,13 @@ def _store_chunks(version: DocumentVersion, windows: list[ChunkWindow]) -> None:
 
 def _embed(version: DocumentVersion) -> None:
     """The embed stage: embed the chunks still without a vector, a batch at a time, each batch
-    stored at once, so a killed run resumes after the last batch it stored."""
+    stored at once, so a killed run resumes after the last batch it stored. With the index's model
+    (not KB_EMBEDDING_MODEL, which a re-embedding may not have brought the index to yet)."""
+    model = active_model()
+    if version.embedded_with != model:
+        # Vectors a killed run staged before the index changed models are of no use.
+        version.chunks.exclude(embedding=None).update(embedding=None)
+        _set_state(version, State.EMBEDDING, embedded_with=model)
     todo = list(
         version.chunks.filter(embedding__isnull=True).order_by("ordinal").only("text", "heading_path")
     )
@@ -422,12 +429,16 @@ def _embed(version: DocumentVersion) -> None:
     batch_size = settings.KB_EMBEDDING_BATCH
     for first in range(0, len(todo), batch_size):
         batch = todo[first : first + batch_size]
-        inputs = [embedding_input(version.document.title, chunk.heading_path, chunk.text) for chunk in batch]
-        for chunk, vector in zip(batch, embed_passages(settings.KB_EMBEDDING_MODEL, inputs), strict=True):
-            chunk.embedding = vector
-        Chunk.objects.bulk_update(batch, ["embedding"])
+        _embed_chunks(version, batch, model)
         _set_state(version, State.EMBEDDING, chunks_done=done + first + len(batch))
     _set_state(version, State.INDEXING)
+
+
+def _embed_chunks(version: DocumentVersion, chunks: list[Chunk], model: str) -> None:
+    inputs = [embedding_input(version.document.title, chunk.heading_path, chunk.text) for chunk in chunks]
+    for chunk, vector in zip(chunks, embed_passages(model, inputs), strict=True):
+        chunk.embedding = vector
+    Chunk.objects.bulk_update(chunks, ["embedding"])
 
 
 def embedding_input(title: str, heading_path: list[str], text: str) -> str:
@@ -442,6 +453,11 @@ def _swap_in(version: DocumentVersion) -> None:
     searches see the old chunks or the new ones, never a mix and never none."""
     _set_state(version, State.INDEXING)
     with transaction.atomic():
+        model = locked_active_model()  # a swap of embedding models waits until this commits
+        if version.embedded_with != model:
+            # The index changed models after this version was embedded (rare: do it again here).
+            _embed_chunks(version, list(version.chunks.only("text", "heading_path")), model)
+            _set_state(version, State.INDEXING, embedded_with=model)
         document = Document.objects.select_for_update().get(pk=version.document_id)
         current = document.current_version
         if current is not None and current.number > version.number:
