@@ -13,6 +13,7 @@ from kb.selectors import can_curate
 from kb.services.dashboard import dashboard
 from kb.services.documents import set_hidden
 from kb.services.reviews import InvalidReview, review_answer, review_queue, reviewable_answers
+from retrieval import reembedding
 
 DASHBOARD_DAYS = (7, 30, 90)
 
@@ -46,6 +47,8 @@ def dashboard_view(request):
         "totals": data.totals,
         "days": days,
         "choices": DASHBOARD_DAYS,
+        "embedding": reembedding.state(),
+        "embedding_progress": reembedding.progress(),
     }
     return TemplateResponse(request, "admin/kb/dashboard.html", context)
 

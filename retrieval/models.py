@@ -89,8 +89,14 @@ class NextEmbedding(models.Model):
     Passage.embedding when every passage has one. A table of its own, so the passage table and the
     plans of searches over it stay as they are."""
 
+    # No foreign key in the database: a passage removed while a re-embedding stores its vector
+    # would otherwise fail its removal's commit; a row left behind so is ignored and then deleted.
     passage = models.OneToOneField(
-        Passage, primary_key=True, on_delete=models.CASCADE, related_name="next_embedding"
+        Passage,
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="next_embedding",
+        db_constraint=False,
     )
     embedding = VectorField(dimensions=settings.KB_EMBEDDING_DIMENSIONS)
 

@@ -77,7 +77,7 @@ def pending(limit: int) -> list[int]:
 
 def progress() -> tuple[int, int]:
     """Passages with a vector of the new model, and passages."""
-    return NextEmbedding.objects.count(), Passage.objects.count()
+    return Passage.objects.exclude(next_embedding=None).count(), Passage.objects.count()
 
 
 def store(model: str, vectors: dict[int, list[float]]) -> None:

@@ -7,8 +7,10 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from kb.charts import bar_chart, line_chart, nice_ceiling
-from kb.models import Answer, Feedback, Question
+from kb.models import Answer, Collection, Feedback, Question
 from kb.services.dashboard import dashboard
+from retrieval import reembedding
+from tests.test_search_access import ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -67,4 +69,15 @@ def test_the_dashboard_page_is_for_administrators(client):
     client.force_login(User.objects.create_superuser("root", password="pw-root-123"))
     page = client.get("/admin/dashboard/?days=7")
     assert page.status_code == 200 and page.content.count(b'<svg class="chart"') == 8
+    assert b"0 passages embedded with <strong>all-MiniLM-L6-v2</strong>" in page.content
+    assert b"re-embedding" not in page.content
     assert b'href="/admin/dashboard/"' in client.get("/admin/").content
+
+
+def test_the_dashboard_shows_a_re_embedding_under_way(client):
+    ingest(Collection.objects.create(name="HR"), "leave.md", b"# Leave\n\nFive days carry over.\n")
+    reembedding.begin("multilingual-e5-small")
+    client.force_login(User.objects.create_superuser("root", password="pw-root-123"))
+    page = client.get("/admin/dashboard/").content
+    assert b"re-embedding with <strong>multilingual-e5-small</strong>" in page
+    assert b'<progress max="1" value="0"></progress> 0 / 1' in page
