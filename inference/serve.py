@@ -94,12 +94,7 @@ def parse_chat_request(body: bytes) -> ChatRequest:
 
     Fields other APIs accept and this engine does not use (penalties, user, logprobs...) are ignored.
     """
-    try:
-        payload = json.loads(body)
-    except ValueError as error:
-        raise HTTPError(400, f"the request body is not valid JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise HTTPError(400, "the request body must be a JSON object")
+    payload = _json_object(body)
     model = payload.get("model")
     if model is not None and not isinstance(model, str):
         raise HTTPError(400, "model must be a string")
@@ -146,11 +141,8 @@ class ActivateRequest:
 
 
 def parse_activate_request(body: bytes) -> ActivateRequest:
-    try:
-        payload = json.loads(body)
-    except ValueError as error:
-        raise HTTPError(400, f"the request body is not valid JSON: {error}") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
+    payload = _json_object(body)
+    if not isinstance(payload.get("model"), str):
         raise HTTPError(400, 'the request body must be an object with a "model" string')
     version = payload.get("version")
     if version is not None and not isinstance(version, str):
@@ -159,6 +151,16 @@ def parse_activate_request(body: bytes) -> ActivateRequest:
     if precision not in PRECISIONS:
         raise HTTPError(400, f"precision must be one of {', '.join(PRECISIONS)}")
     return ActivateRequest(payload["model"], version, precision)
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        payload = json.loads(body)
+    except ValueError as error:
+        raise HTTPError(400, f"the request body is not valid JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise HTTPError(400, "the request body must be a JSON object")
+    return payload
 
 
 def _messages(messages: object) -> list[dict[str, str]]:

@@ -11,11 +11,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.text import Truncator
 
-from inference.client import EngineRequestRejected, EngineUnavailable, chat
 from kb.answering import rewrite
 from kb.models import Conversation, Question
 from kb.selectors import latest_turns
 from kb.services import audit
+from kb.services.pre_search_generation import pre_search_generation
 
 TITLE_CHARS = Conversation._meta.get_field("title").max_length
 Rewrite = Question.Rewrite
@@ -94,16 +94,6 @@ def rewritten(question: str, earlier: list[str], *, language: str, method: str) 
 
 
 def _engine_rewrite(question: str, earlier: list[str], language: str) -> str | None:
-    try:
-        reply = chat(
-            settings.ENGINE_URLS,
-            rewrite.rewrite_messages(question, earlier, language=language),
-            model=settings.KB_REWRITE_MODEL,
-            max_tokens=settings.KB_REWRITE_MAX_TOKENS,
-            temperature=0.0,
-            timeout=settings.KB_REWRITE_TIMEOUT,
-            retries=0,  # a busy engine gets the answer request; the rules stand in for the rewrite
-        )
-    except (EngineUnavailable, EngineRequestRejected):
-        return None
-    return rewrite.accept(reply, question, earlier)
+    messages = rewrite.rewrite_messages(question, earlier, language=language)
+    reply = pre_search_generation(messages, max_tokens=settings.KB_REWRITE_MAX_TOKENS)
+    return None if reply is None else rewrite.accept(reply, question, earlier)

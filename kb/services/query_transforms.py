@@ -21,9 +21,9 @@ from collections import Counter
 
 from django.conf import settings
 
-from inference.client import EngineRequestRejected, EngineUnavailable, chat
 from kb.ingestion.language import CHINESE, detect_language
 from kb.selectors import current_chunks
+from kb.services.pre_search_generation import pre_search_generation
 from retrieval.bm25 import bm25_top_k
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.search import Hit, search
@@ -168,20 +168,12 @@ def keywords(query: str) -> list[str]:
 
 def _engine_form(query: str, transform: str) -> list[str]:
     language = CHINESE if detect_language(query) == CHINESE else "en"
-    try:
-        reply = chat(
-            settings.ENGINE_URLS,
-            [
-                {"role": "system", "content": ENGINE_PROMPTS[transform][language]},
-                {"role": "user", "content": query},
-            ],
-            model=settings.KB_REWRITE_MODEL,
-            max_tokens=ENGINE_MAX_TOKENS,
-            temperature=0.0,
-            timeout=settings.KB_REWRITE_TIMEOUT,
-            retries=0,
-        )
-    except (EngineUnavailable, EngineRequestRejected):
+    messages = [
+        {"role": "system", "content": ENGINE_PROMPTS[transform][language]},
+        {"role": "user", "content": query},
+    ]
+    reply = pre_search_generation(messages, max_tokens=ENGINE_MAX_TOKENS)
+    if reply is None:
         return []
     lines = [line.strip() for line in reply.splitlines() if line.strip()]
     return [lines[0]] if lines and search_tokens(lines[0]) else []

@@ -33,8 +33,9 @@ def reembed(
     the model's vectors do not fit the index.
     """
     model = model or settings.KB_EMBEDDING_MODEL
-    before = reembedding.active_model()
-    if before == model and not reembedding.state().next_model:
+    current = reembedding.state()
+    before = current.model
+    if before == model and not current.next_model:
         return {"model": model, "previous_model": before, "reembedded": 0}
     reembedding.begin(model)
     audit.record(action="reembed_started", actor_name=actor_name, model=model, previous_model=before)

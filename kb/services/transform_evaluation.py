@@ -30,21 +30,25 @@ def evaluate_transforms(
     answerable = [question for question in questions if question.answerable]
     chunks = chunks_by_document(collection)
     scopes = [collection.pk]
+    relevant = [relevant_chunks(question, chunks) for question in answerable]
+    # The plain hybrid search of each question, the same for every transformation.
+    baseline = [
+        score_hits(search(question.question, scopes=scopes, k=DEPTH), wanted)
+        for question, wanted in zip(answerable, relevant, strict=True)
+    ]
     report = {}
     for transform in transforms:
         plain, transformed = defaultdict(list), defaultdict(list)
         changed, added_ms = 0, []
-        for question in answerable:
-            relevant = relevant_chunks(question, chunks)
+        for question, wanted, plain_scores in zip(answerable, relevant, baseline, strict=True):
             started = time.monotonic()
             forms = query_forms(question.question, transform, scopes=scopes)
             added_ms.append((time.monotonic() - started) * 1000)
             changed += bool(forms)
             hits = fused_search(question.question, forms, scopes=scopes, k=DEPTH)
-            baseline = search(question.question, scopes=scopes, k=DEPTH)
             for group in ("all", question.lang):
-                transformed[group].append(score_hits(hits, relevant))
-                plain[group].append(score_hits(baseline, relevant))
+                transformed[group].append(score_hits(hits, wanted))
+                plain[group].append(plain_scores)
             if on_progress is not None:
                 on_progress()
         report[transform] = {
