@@ -266,6 +266,10 @@ RETRIEVAL_DENSE_WEIGHT = float(os.environ.get("RETRIEVAL_DENSE_WEIGHT", "0.4"))
 RETRIEVAL_EF_SEARCH = int(os.environ.get("RETRIEVAL_EF_SEARCH", "100"))
 RETRIEVAL_EXACT_DENSE_LIMIT = int(os.environ.get("RETRIEVAL_EXACT_DENSE_LIMIT", "20000"))
 RETRIEVAL_MAX_QUERY_CHARS = int(os.environ.get("RETRIEVAL_MAX_QUERY_CHARS", "2000"))
+# BM25 scores a query on at most this many distinct terms, the highest idf x count (the dev
+# questions have up to 27); PostgreSQL stops a search statement that runs longer than the limit.
+RETRIEVAL_BM25_MAX_TERMS = int(os.environ.get("RETRIEVAL_BM25_MAX_TERMS", "32"))
+RETRIEVAL_STATEMENT_TIMEOUT_MS = int(os.environ.get("RETRIEVAL_STATEMENT_TIMEOUT_MS", "5000"))
 
 # --- Ingestion -------------------------------------------------------------------------------
 

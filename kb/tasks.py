@@ -11,6 +11,7 @@ from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from kb import warm_up
 from kb.services import batches, ingestion
 
 logger = logging.getLogger(__name__)
@@ -61,13 +62,18 @@ def answer_batch(batch_id: int) -> None:
 
 
 @worker_process_init.connect
-def share_cores_between_worker_processes(**kwargs) -> None:
+def prepare_worker_process(**kwargs) -> None:
     """Each pool process embeds with its share of the cores: N processes with all cores each
-    would oversubscribe the CPU, while one process parsing and another embedding overlap well."""
+    would oversubscribe the CPU, while one process parsing and another embedding overlap well.
+    The ingestion models are loaded before the first task."""
     import torch
 
     concurrency = int(os.environ.get("KB_WORKER_CONCURRENCY", "1"))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // concurrency))
+    # The same variable chooses the worker's queues (kb.stack); unset, it consumes them all.
+    every_queue = ",".join(queue.name for queue in settings.CELERY_TASK_QUEUES)
+    queues = os.environ.get("KB_WORKER_QUEUES") or every_queue
+    warm_up.load_ingestion_models(set(queues.split(",")))
 
 
 @worker_ready.connect

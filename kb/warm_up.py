@@ -1,4 +1,4 @@
-"""The models a web process needs, loaded before it takes its first request.
+"""The models a process needs, loaded before it takes its first request or task.
 
 Loaded lazily instead, the first searches and questions after a start would each wait seconds,
 and concurrent first requests would each load their own copy (functools.cache does not hold
@@ -10,7 +10,7 @@ from django.conf import settings
 
 from kb.answering.factcheck import SIMILARITY_MODEL, entailment_model
 from kb.ingestion.sentences import english_pipeline
-from retrieval.embedding import load_encoder
+from retrieval.embedding import load_encoder, load_tokenizer
 from retrieval.tokenizer import search_tokens
 
 
@@ -20,3 +20,15 @@ def load_models() -> None:
     entailment_model()  # the answers' fact-check
     english_pipeline()  # answer sentences
     search_tokens("预热 warm-up")  # jieba's dictionary (Chinese queries) and the stop words
+
+
+def load_ingestion_models(queues: set[str]) -> None:
+    """What the ingestion stages of these queues load: otherwise each worker process's first
+    documents wait for them (8 s of the first tasks' time, measured on the dev documents)."""
+    if "parse" in queues:
+        load_tokenizer(settings.KB_EMBEDDING_MODEL)  # chunk windows
+        english_pipeline()  # sentences and entities
+    if "embed" in queues:
+        load_encoder(settings.KB_EMBEDDING_MODEL)
+    if "index" in queues:
+        search_tokens("预热 warm-up")  # BM25 postings

@@ -1,9 +1,11 @@
 """Exact Okapi BM25 in PostgreSQL, scored over the scopes a user may read.
 
 Scores equal `rank_bm25.BM25Okapi(corpus).get_scores(query)` (same k1, b, epsilon) where the corpus
-is every passage in the given scopes, tokenized by `search_tokens`. The permission filter is part
-of the statistics, not applied after a top-k cut, and the inverse document frequencies come from
-the readable scopes only, so scores reveal nothing about passages the user cannot read.
+is every passage in the given scopes, tokenized by `search_tokens`, and the query has at most
+RETRIEVAL_BM25_MAX_TERMS distinct terms (a longer one is scored on its rarest). The permission
+filter is part of the statistics, not applied after a top-k cut, and the inverse document
+frequencies come from the readable scopes only, so scores reveal nothing about passages the user
+cannot read.
 
 `retrieval.index` keeps the postings and statistics current through `index_terms` and
 `unindex_terms`, in the transaction that makes passages visible or invisible.
@@ -18,6 +20,7 @@ from django.db.models import Count, Sum
 
 from retrieval import cache
 from retrieval.models import Passage, Posting, ScopeStats, TermStats
+from retrieval.statements import limited_cursor
 from retrieval.tokenizer import search_tokens
 
 POSTING_BATCH = 5000
@@ -126,6 +129,9 @@ def bm25_top_k(query: str, *, scopes: list[int], k: int) -> list[tuple[int, floa
     weighted = [(term, idf[term] * count) for term, count in query_terms.items() if idf.get(term)]
     if not weighted:
         return []
+    # A long query (a pasted paragraph) is scored on its most telling terms: every further term
+    # adds a posting list to read and changes the ranking less.
+    weighted = sorted(weighted, key=lambda pair: (-pair[1], pair[0]))[: settings.RETRIEVAL_BM25_MAX_TERMS]
     scoring = _Scoring(
         terms=[term for term, _ in weighted],
         weights=[weight for _, weight in weighted],
@@ -177,7 +183,7 @@ class _Scoring:
         return self.all_passages()
 
     def _run(self, source: str, extra: dict) -> list[tuple[int, float]]:
-        with connection.cursor() as cursor:
+        with limited_cursor() as cursor:
             cursor.execute(
                 "SELECT p.passage_id, SUM(w.weight * p.frequency * (%(k1)s + 1)"
                 "   / (p.frequency + %(k1)s * (1 - %(b)s + %(b)s * p.length / %(avgdl)s))) AS score"

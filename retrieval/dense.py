@@ -7,10 +7,10 @@ exact scan of just those is both faster and exact, so small scopes are searched 
 """
 
 from django.conf import settings
-from django.db import connection, transaction
 from django.db.models import Sum
 
 from retrieval.models import ScopeStats
+from retrieval.statements import limited_cursor
 
 
 def readable_passages(scopes: list[int]) -> int:
@@ -37,7 +37,7 @@ def dense_top_k(
         return []
     if exact is None:
         exact = readable_passages(scopes) <= settings.RETRIEVAL_EXACT_DENSE_LIMIT
-    with transaction.atomic(), connection.cursor() as cursor:
+    with limited_cursor() as cursor:
         if exact:
             # Without index scans the planner filters by scope (bitmap scan) and sorts by distance.
             cursor.execute("SET LOCAL enable_indexscan = off")

@@ -14,18 +14,17 @@ from retrieval import cache
 from retrieval.bm25 import bm25_top_k
 from retrieval.dense import dense_top_k
 from retrieval.embedding import embed_query, embedding_model
+from retrieval.errors import InvalidQuery, SearchTooCostly
 from retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
 from retrieval.reembedding import active_model
 from retrieval.tokenizer import query_language, search_tokens
+
+__all__ = ["Hit", "InvalidQuery", "SearchTooCostly", "normalise_query", "search"]
 
 MODES = ("hybrid", "bm25", "dense")
 FUSIONS = ("rrf", "weighted")
 MAX_K = 100
 WHITESPACE = re.compile(r"\s+")
-
-
-class InvalidQuery(ValueError):
-    """A query that cannot be searched; the message says why, for the person who asked."""
 
 
 @dataclass(frozen=True)

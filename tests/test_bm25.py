@@ -11,6 +11,7 @@ from rank_bm25 import BM25Okapi
 
 from retrieval import bm25
 from retrieval.bm25 import bm25_top_k
+from retrieval.errors import SearchTooCostly
 from retrieval.index import NewPassage, add_passages, move_passages, remove_passages
 from retrieval.models import Posting, ScopeStats, TermStats
 from retrieval.tokenizer import search_tokens
@@ -167,3 +168,30 @@ def test_pruned_top_k_equals_scoring_every_posting(monkeypatch):
         assert [score for _, score in found] == pytest.approx(sorted(scores, reverse=True)[:10], abs=1e-6)
         assert all(score == pytest.approx(oracle_scores[pid], abs=1e-6) for pid, score in found)
     assert len(full_passes) < 30  # most queries were answered from the rare terms' postings
+
+
+def test_a_long_query_is_scored_on_its_most_telling_terms(settings):
+    """Beyond RETRIEVAL_BM25_MAX_TERMS distinct terms, the rarest ones (highest idf) are kept:
+    the scores are rank_bm25's for the query without its most frequent words."""
+    settings.RETRIEVAL_BM25_MAX_TERMS = 6
+    rare = [f"rare{n}" for n in range(6)]
+    frequent = ["payment", "invoice", "audit"]
+    texts = [" ".join([rare[n % 6] if n < 12 else "tenant", *(frequent if n % 5 else [])]) for n in range(30)]
+    scope = next(scopes)
+    corpus = dict(zip(index(scope, texts), texts, strict=True))
+    expected = okapi([search_tokens(text) for text in texts]).get_scores(rare)
+    found = dict(bm25_top_k(" ".join(frequent + rare), scopes=[scope], k=len(texts)))
+    assert set(found) == {pid for pid, score in zip(corpus, expected, strict=True) if score > 0}
+    for passage_id, score in zip(corpus, expected, strict=True):
+        if score > 0:
+            assert found[passage_id] == pytest.approx(score, abs=1e-6)
+
+
+def test_a_search_statement_over_the_time_limit_is_stopped_with_a_reason(settings):
+    scope = next(scopes)
+    index(scope, [" ".join(WORDS[:7]) + f" extra{n}" for n in range(3000)])
+    settings.RETRIEVAL_STATEMENT_TIMEOUT_MS = 1
+    with pytest.raises(SearchTooCostly, match="longer than 0.001 s and was stopped"):
+        bm25_top_k(" ".join(WORDS[:7]), scopes=[scope], k=10)
+    settings.RETRIEVAL_STATEMENT_TIMEOUT_MS = 5000
+    assert len(bm25_top_k(" ".join(WORDS[:7]), scopes=[scope], k=10)) == 10  # the connection is fine

@@ -26,3 +26,18 @@ def test_each_task_lands_on_its_own_queue_only(idle_queues):
             task.delay(0)
     database_status.delay()
     assert waiting_messages() == {"parse": 1, "embed": 2, "index": 3, "batch": 4, "maintenance": 1}
+
+
+def test_a_worker_process_loads_the_models_of_its_queues_only():
+    from kb import warm_up
+    from kb.ingestion.sentences import english_pipeline
+    from retrieval.embedding import load_encoder, load_tokenizer
+
+    for loader in (english_pipeline, load_tokenizer, load_encoder):
+        loader.cache_clear()
+    warm_up.load_ingestion_models({"parse", "batch"})
+    assert english_pipeline.cache_info().currsize == 1
+    assert load_tokenizer.cache_info().currsize == 1
+    assert load_encoder.cache_info().currsize == 0
+    warm_up.load_ingestion_models({"embed"})
+    assert load_encoder.cache_info().currsize == 1

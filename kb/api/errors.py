@@ -15,7 +15,7 @@ from kb.services.feedback import InvalidFeedback
 from kb.services.ingestion import UploadRejected
 from kb.services.rate_limits import RateLimited
 from kb.services.search import UnknownCollection
-from retrieval.search import InvalidQuery
+from retrieval.search import InvalidQuery, SearchTooCostly
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ CODES = {
 # Errors of the services, with the status and code the API answers them with.
 SERVICE_ERRORS = [
     (UnknownCollection, status.HTTP_400_BAD_REQUEST, "unknown_collection"),
+    (SearchTooCostly, status.HTTP_400_BAD_REQUEST, "search_too_costly"),
     (InvalidQuery, status.HTTP_400_BAD_REQUEST, "invalid_query"),
     (UploadRejected, status.HTTP_400_BAD_REQUEST, "upload_rejected"),
     (InvalidFeedback, status.HTTP_400_BAD_REQUEST, "invalid_feedback"),
