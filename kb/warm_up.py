@@ -7,15 +7,17 @@ back a second caller while the first one loads): 43 copies of the encoder on a c
 """
 
 from django.conf import settings
+from django.db import DatabaseError
 
 from kb.answering.factcheck import SIMILARITY_MODEL, entailment_model
 from kb.ingestion.sentences import english_pipeline
 from retrieval.embedding import load_encoder, load_tokenizer
+from retrieval.reembedding import active_model
 from retrieval.tokenizer import search_tokens
 
 
 def load_models() -> None:
-    load_encoder(settings.KB_EMBEDDING_MODEL)  # query embeddings
+    load_encoder(_index_model())  # query embeddings
     load_encoder(SIMILARITY_MODEL)  # the fact-check's related-sentence check
     entailment_model()  # the answers' fact-check
     english_pipeline()  # answer sentences
@@ -29,6 +31,16 @@ def load_ingestion_models(queues: set[str]) -> None:
         load_tokenizer(settings.KB_EMBEDDING_MODEL)  # chunk windows
         english_pipeline()  # sentences and entities
     if "embed" in queues:
-        load_encoder(settings.KB_EMBEDDING_MODEL)
+        load_encoder(_index_model())
     if "index" in queues:
         search_tokens("预热 warm-up")  # BM25 postings
+
+
+def _index_model() -> str:
+    """The model the index's vectors come from, which queries and new passages are embedded with
+    (after `reembed --model` it need not be KB_EMBEDDING_MODEL); that one while the database
+    cannot say."""
+    try:
+        return active_model()
+    except DatabaseError:
+        return settings.KB_EMBEDDING_MODEL

@@ -3,8 +3,13 @@
 import pytest
 from django.conf import settings
 
+from kb import warm_up
+from kb.ingestion.sentences import english_pipeline
 from kb.services import task_queues
 from kb.tasks import answer_batch, database_status, embed_version, index_version, parse_version
+from retrieval import reembedding
+from retrieval.embedding import load_encoder, load_tokenizer
+from retrieval.models import EmbeddingState
 
 
 @pytest.mark.django_db(transaction=True)
@@ -28,16 +33,19 @@ def test_each_task_lands_on_its_own_queue_only(idle_queues):
     assert waiting_messages() == {"parse": 1, "embed": 2, "index": 3, "batch": 4, "maintenance": 1}
 
 
+@pytest.mark.django_db
 def test_a_worker_process_loads_the_models_of_its_queues_only():
-    from kb import warm_up
-    from kb.ingestion.sentences import english_pipeline
-    from retrieval.embedding import load_encoder, load_tokenizer
-
     for loader in (english_pipeline, load_tokenizer, load_encoder):
         loader.cache_clear()
     warm_up.load_ingestion_models({"parse", "batch"})
     assert english_pipeline.cache_info().currsize == 1
     assert load_tokenizer.cache_info().currsize == 1
     assert load_encoder.cache_info().currsize == 0
+    # The index's model, which a re-embedding may have made another than KB_EMBEDDING_MODEL.
+    reembedding.state()
+    EmbeddingState.objects.update(model="multilingual-e5-small")
     warm_up.load_ingestion_models({"embed"})
     assert load_encoder.cache_info().currsize == 1
+    hits = load_encoder.cache_info().hits
+    load_encoder("multilingual-e5-small")
+    assert load_encoder.cache_info().hits == hits + 1
