@@ -214,11 +214,11 @@ def _idf(corpus_size: int, frequency: int) -> float:
 
 def _average_idf(corpus_size: int, scopes: list[int]) -> float:
     """Mean idf over the scopes' whole vocabulary: a scan of their term statistics, so it is
-    kept in the cache until one of the scopes changes."""
+    kept in the cache until one of the scopes changes, and bounded like the scoring statements."""
     key = cache.result_key({"statistic": "average idf"}, scopes, kind="statistic")
     average = cache.get(key)
     if average is None:
-        with connection.cursor() as cursor:
+        with limited_cursor() as cursor:
             cursor.execute(
                 "SELECT avg(ln(%s - n + 0.5) - ln(n + 0.5)) FROM (SELECT sum(passages) AS n"
                 " FROM retrieval_termstats WHERE scope = ANY(%s) GROUP BY term) AS t",
