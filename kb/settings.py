@@ -262,9 +262,10 @@ RETRIEVAL_CANDIDATES = int(os.environ.get("RETRIEVAL_CANDIDATES", "50"))
 RETRIEVAL_FUSION = os.environ.get("RETRIEVAL_FUSION", "weighted")
 RETRIEVAL_BM25_WEIGHT = float(os.environ.get("RETRIEVAL_BM25_WEIGHT", "0.6"))
 RETRIEVAL_DENSE_WEIGHT = float(os.environ.get("RETRIEVAL_DENSE_WEIGHT", "0.4"))
-# HNSW candidate list size (chosen with `manage.py bench search`); readable corpora up to the
-# limit are searched exactly instead, which is faster there and loses nothing.
-RETRIEVAL_EF_SEARCH = int(os.environ.get("RETRIEVAL_EF_SEARCH", "100"))
+# HNSW candidate list size, chosen with `manage.py bench search` at 100,000 passages: recall@10
+# against exact search 0.90 at 100, 0.95 at 200, 0.96 at 400 (p95 11 ms); readable corpora up to
+# the limit are searched exactly instead, which is faster there and loses nothing.
+RETRIEVAL_EF_SEARCH = int(os.environ.get("RETRIEVAL_EF_SEARCH", "400"))
 RETRIEVAL_EXACT_DENSE_LIMIT = int(os.environ.get("RETRIEVAL_EXACT_DENSE_LIMIT", "20000"))
 RETRIEVAL_MAX_QUERY_CHARS = int(os.environ.get("RETRIEVAL_MAX_QUERY_CHARS", "2000"))
 # BM25 scores a query on at most this many distinct terms, the highest idf x count (the dev

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from django.db import connections
 from django.http import StreamingHttpResponse
 
+from kb.api.errors import service_error
 from kb.models import Question
-from retrieval.search import InvalidQuery
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +49,13 @@ async def _events(ask: Ask, payload: Payload, final_event: str) -> AsyncIterator
                 lambda text: send("token", {"text": text}), lambda query: send("search", {"query": query})
             )
             send(final_event, payload(question))
-        except InvalidQuery as error:
-            send("error", {"code": "invalid_query", "message": str(error)})
-        except Exception:
-            logger.exception("answering a streamed question failed")
-            send("error", {"code": "internal_error", "message": "the answer could not be completed"})
+        except Exception as error:
+            known = service_error(error)
+            if known:
+                send("error", {"code": known[1], "message": str(error)})
+            else:
+                logger.exception("answering a streamed question failed")
+                send("error", {"code": "internal_error", "message": "the answer could not be completed"})
         finally:
             connections.close_all()  # this thread's connections; Django closes its own threads' only
 

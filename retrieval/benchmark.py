@@ -35,7 +35,7 @@ BENCH_SCOPE = -4242
 BATCH = 2000
 PASSAGE_WORDS = (60, 160)
 NOISE = 0.05
-EF_SEARCH = (20, 40, 100, 200)
+EF_SEARCH = (100, 200, 400, 800)
 
 
 def bench_search(*, chunks: int, docs: Path, questions: Path, queries: int = 100, seed: int = 7) -> dict:

@@ -24,8 +24,6 @@ from retrieval.statements import limited_cursor
 from retrieval.tokenizer import search_tokens
 
 POSTING_BATCH = 5000
-# Postings a pruned query reads for its rarest terms before it checks whether that was enough.
-PRUNE_POSTINGS = 2000
 
 
 def index_terms(scope: int, term_counts: dict[int, Counter]) -> None:
@@ -132,80 +130,39 @@ def bm25_top_k(query: str, *, scopes: list[int], k: int) -> list[tuple[int, floa
     # A long query (a pasted paragraph) is scored on its most telling terms: every further term
     # adds a posting list to read and changes the ranking less.
     weighted = sorted(weighted, key=lambda pair: (-pair[1], pair[0]))[: settings.RETRIEVAL_BM25_MAX_TERMS]
-    scoring = _Scoring(
-        terms=[term for term, _ in weighted],
-        weights=[weight for _, weight in weighted],
-        scopes=list(scopes),
-        avgdl=(totals["length"] or 0) / corpus_size,
-        k=k,
-    )
-    if any(weight < 0 for weight in scoring.weights):
-        return scoring.all_passages()
-    return scoring.pruned({term: frequencies[term] for term, _ in weighted})
+    return _top_scores(dict(weighted), scopes=list(scopes), avgdl=(totals["length"] or 0) / corpus_size, k=k)
 
 
-class _Scoring:
-    """One query's BM25 over the postings in PostgreSQL.
-
-    `all_passages` sums every posting of every query term. `pruned` gets the same top k while
-    reading far fewer postings (MaxScore): a term adds less than weight x (k1 + 1) to any passage,
-    so once the k-th best score among passages that contain one of the rarer terms exceeds what
-    the remaining, frequent terms could add together, no passage with only frequent terms can
-    enter the top k. Rare terms are few postings; frequent ones are most of them.
-    """
-
-    def __init__(self, *, terms: list[str], weights: list[float], scopes: list[int], avgdl: float, k: int):
-        self.terms, self.weights, self.scopes, self.avgdl, self.k = terms, weights, scopes, avgdl, k
-        self.k1, self.b = settings.RETRIEVAL_BM25_K1, settings.RETRIEVAL_BM25_B
-
-    def all_passages(self) -> list[tuple[int, float]]:
-        return self._run(" FROM retrieval_posting p", {})
-
-    def pruned(self, passages_per_term: dict[str, int]) -> list[tuple[int, float]]:
-        order = sorted(range(len(self.terms)), key=lambda i: -self.weights[i])
-        bounds = [self.weights[i] * (self.k1 + 1) for i in order]
-        # Start with the rarest term, and more rare terms while their postings stay few.
-        sizes = [passages_per_term[self.terms[i]] for i in order]
-        split, postings = 1, sizes[0]
-        while split < len(order) and postings + sizes[split] <= PRUNE_POSTINGS:
-            postings += sizes[split]
-            split += 1
-        if split < len(order):
-            best = self._run(
-                " FROM (SELECT DISTINCT passage_id FROM retrieval_posting"
-                "   WHERE term = ANY(%(essential)s) AND scope = ANY(%(scopes)s)) AS c"
-                " JOIN retrieval_posting p ON p.passage_id = c.passage_id",
-                {"essential": [self.terms[i] for i in order[:split]]},
-            )
-            if len(best) == self.k and best[-1][1] > sum(bounds[split:]):
-                return best
-        # Every term is rare, or the frequent ones could still matter: one exact pass over all.
-        return self.all_passages()
-
-    def _run(self, source: str, extra: dict) -> list[tuple[int, float]]:
-        with limited_cursor() as cursor:
-            cursor.execute(
-                "SELECT p.passage_id, SUM(w.weight * p.frequency * (%(k1)s + 1)"
-                "   / (p.frequency + %(k1)s * (1 - %(b)s + %(b)s * p.length / %(avgdl)s))) AS score"
-                + source
-                + " JOIN unnest(%(terms)s::text[], %(weights)s::float8[]) AS w(term, weight)"
-                " ON w.term = p.term"
-                " WHERE p.scope = ANY(%(scopes)s)"
-                " GROUP BY p.passage_id"
-                " ORDER BY score DESC, p.passage_id"
-                " LIMIT %(k)s",
-                {
-                    "k1": self.k1,
-                    "b": self.b,
-                    "avgdl": self.avgdl,
-                    "terms": self.terms,
-                    "weights": self.weights,
-                    "scopes": self.scopes,
-                    "k": self.k,
-                    **extra,
-                },
-            )
-            return [(passage_id, score) for passage_id, score in cursor.fetchall()]
+def _top_scores(
+    weights: dict[str, float], *, scopes: list[int], avgdl: float, k: int
+) -> list[tuple[int, float]]:
+    """Sum every posting of the weighted terms in the scopes, in one aggregation. Measured at
+    100,000 passages, this beats reading fewer postings (MaxScore, or the threshold algorithm over
+    impact-ordered postings): a query of frequent words has no posting it can skip, and finding
+    the passages one may skip costs more than the aggregation they would save (README)."""
+    k1, b = settings.RETRIEVAL_BM25_K1, settings.RETRIEVAL_BM25_B
+    with limited_cursor() as cursor:
+        # score = weight x (k1 + 1) x f / (f + k1 x (1 - b) + k1 x b / avgdl x length), in float8
+        # throughout: with untyped parameters PostgreSQL computes in numeric, twice as slow.
+        cursor.execute(
+            "SELECT p.passage_id, SUM(w.weight * p.frequency"
+            "   / (p.frequency + %(constant)s::float8 + %(per_token)s::float8 * p.length)) AS score"
+            " FROM retrieval_posting p"
+            " JOIN unnest(%(terms)s::text[], %(weights)s::float8[]) AS w(term, weight) ON w.term = p.term"
+            " WHERE p.scope = ANY(%(scopes)s)"
+            " GROUP BY p.passage_id"
+            " ORDER BY score DESC, p.passage_id"
+            " LIMIT %(k)s",
+            {
+                "constant": k1 * (1 - b),
+                "per_token": k1 * b / avgdl,
+                "terms": list(weights),
+                "weights": [weight * (k1 + 1) for weight in weights.values()],
+                "scopes": scopes,
+                "k": k,
+            },
+        )
+        return [(passage_id, score) for passage_id, score in cursor.fetchall()]
 
 
 def _idf(corpus_size: int, frequency: int) -> float:

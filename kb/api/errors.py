@@ -48,6 +48,15 @@ SERVICE_ERRORS = [
 ]
 
 
+def service_error(exc: Exception) -> tuple[int, str] | None:
+    """The status and code a service error is answered with (None for any other exception);
+    streamed answers report their errors with the same codes."""
+    for kind, status_code, code in SERVICE_ERRORS:
+        if isinstance(exc, kind):
+            return status_code, code
+    return None
+
+
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     error = {"code": code, "message": message}
     if fields:
@@ -63,9 +72,10 @@ def handle_exception(exc, context):
             status=status.HTTP_429_TOO_MANY_REQUESTS,
             headers={"Retry-After": str(exc.retry_after)},
         )
-    for kind, status_code, code in SERVICE_ERRORS:
-        if isinstance(exc, kind):
-            return Response(error_body(code, str(exc)), status=status_code)
+    known = service_error(exc)
+    if known:
+        status_code, code = known
+        return Response(error_body(code, str(exc)), status=status_code)
     if isinstance(exc, DATABASE_UNAVAILABLE):
         logger.warning("API request failed: the database is unavailable (%s)", exc)
         return database_unavailable()
