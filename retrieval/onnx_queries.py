@@ -40,12 +40,10 @@ class OnnxQueryEncoder:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def embed(self, text: str) -> list[float]:
-        encoding = self.tokenizer.encode(text)
-        ids = np.array([encoding.ids], dtype=np.int64)
-        mask = np.array([encoding.attention_mask], dtype=np.int64)
-        inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        hidden = self.session.run(None, inputs)[0][0]
-        pooled = (hidden * mask[0][:, None]).sum(axis=0) / max(mask.sum(), 1)
+        ids = np.array([self.tokenizer.encode(text).ids], dtype=np.int64)
+        # One unpadded sequence: every position is attended to, and mean pooling is a plain mean.
+        inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        pooled = self.session.run(None, inputs)[0][0].mean(axis=0)
         return (pooled / max(np.linalg.norm(pooled), 1e-12)).tolist()
 
 
