@@ -43,6 +43,7 @@ class Completion:
         prefix_ids: tuple[int, ...] | None,
         params: SamplingParams,
         served_by: dict[str, str],
+        first_token_timeout: float | None = None,
     ) -> None:
         self._scheduler = scheduler
         # The build generating it (Engine.describe): which one answered, also across a model swap.
@@ -51,7 +52,7 @@ class Completion:
         self._events: asyncio.Queue = asyncio.Queue()
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0
-        self.request = GenerationRequest(prompt_ids, params, self._deliver, prefix_ids)
+        self.request = GenerationRequest(prompt_ids, params, self._deliver, prefix_ids, first_token_timeout)
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Each generated chunk; the last has a finish reason. Ends early, without one, when cancelled.
@@ -133,11 +134,14 @@ class Engine:
         """Finish the requests already submitted, then stop (blocks until they have finished)."""
         self.scheduler.drain()
 
-    def submit(self, messages: list[dict[str, str]], params: SamplingParams) -> Completion:
+    def submit(
+        self, messages: list[dict[str, str]], params: SamplingParams, first_token_timeout: float | None = None
+    ) -> Completion:
         """Queue a chat completion; call on the event loop that will read it.
 
         Raises InvalidRequest (PromptTooLong when the prompt does not fit in the context) and
-        scheduler.QueueFull when the engine already holds all the requests it accepts.
+        scheduler.QueueFull when the engine already holds all the requests it accepts, or would not
+        start this one within `first_token_timeout` seconds.
         """
         if not messages:
             raise InvalidRequest("a chat completion needs at least one message")
@@ -155,6 +159,8 @@ class Engine:
         if messages[0]["role"] == "system":
             system_turn = self.tokenizer.render(messages[:1], add_generation_prompt=False)
             prefix_ids = tuple(self.tokenizer.encode(system_turn))
-        completion = Completion(self.scheduler, prompt_ids, prefix_ids, params, self.describe())
+        completion = Completion(
+            self.scheduler, prompt_ids, prefix_ids, params, self.describe(), first_token_timeout
+        )
         self.scheduler.submit(completion.request)
         return completion

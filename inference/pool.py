@@ -54,7 +54,13 @@ class EnginePool:
         with self._lock:
             return list(self._draining)
 
-    def submit(self, model: str | None, messages: list[dict[str, str]], params: SamplingParams) -> Completion:
+    def submit(
+        self,
+        model: str | None,
+        messages: list[dict[str, str]],
+        params: SamplingParams,
+        first_token_timeout: float | None = None,
+    ) -> Completion:
         """Queue a chat completion with the engine serving `model` (the default one when None).
 
         Raises UnknownModel and ModelLoading, besides what `Engine.submit` raises.
@@ -69,7 +75,7 @@ class EnginePool:
                     raise ModelLoading(f"model {name!r} is still loading")
                 served = ", ".join(sorted(self._engines)) or "none"
                 raise UnknownModel(f"model {model!r} is not served here; this engine serves {served}")
-            return engine.submit(messages, params)
+            return engine.submit(messages, params, first_token_timeout)
 
     def activate(self, build_dir: Path, model: str) -> tuple[Engine, Engine | None]:
         """Load the build in `build_dir` of `model` and serve it; returns it and the engine it replaced.

@@ -7,9 +7,18 @@ decode pass appends a token to every sequence in the batch at once. So newcomers
 between decode passes, and sequences join and leave the batch at any pass. An idle engine may wait up
 to `max_wait` seconds after a first request for others to start with it (a burst of requests then
 decodes together from its first token on); 0, the default, starts at once.
+
+A request may say how long its client waits for the first token (`first_token_timeout`). Its wait is
+estimated from those of the requests before it (the seconds each waited for its first token, per
+request that was to get one before it, itself included), and a request that would get its first
+token only after its client has given up is refused at once (QueueWaitTooLong): otherwise an
+overloaded engine spends its time on prefills whose answers nobody collects. For the same reason a
+request whose prefill, by the time its turn comes, is expected to end after its client's timeout is
+dropped unstarted (finish reason "expired").
 """
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -31,13 +40,30 @@ logger = logging.getLogger(__name__)
 # more cover experiments. Each costs its prompt length times 46 KB (SmolLM2) to 12 KB (Qwen 0.5B).
 PREFIX_CACHE_SIZE = 8
 
+# Weight of the latest measurement in the moving averages of waits and prefill times.
+SMOOTHING = 0.2
+
 # Finish reasons of requests that end without a last chunk, as counted in the metrics.
 CANCELLED = "cancelled"
 ERROR = "error"
+EXPIRED = "expired"
 
 
 class QueueFull(RuntimeError):
     """The queue already holds `max_queue` waiting requests; the client should retry later."""
+
+
+class QueueWaitTooLong(QueueFull):
+    """The request's first token is expected later than its `first_token_timeout`: refused at once,
+    rather than started after its client has given up on it."""
+
+    def __init__(self, expected_wait: float, timeout: float) -> None:
+        super().__init__(
+            f"the engine expects {expected_wait:.0f} s until this request's first token, longer than "
+            f"the {timeout:g} s its client waits"
+        )
+        self.expected_wait = expected_wait
+        self.timeout = timeout
 
 
 @dataclass(eq=False)
@@ -53,9 +79,24 @@ class GenerationRequest:
     params: SamplingParams
     on_event: Callable[[Chunk | Exception], None]
     prefix_ids: tuple[int, ...] | None = None
+    # How many seconds its client waits for the first token (None: as long as it takes).
+    first_token_timeout: float | None = None
+    # Set by the scheduler on arrival: the requests that were to get their first token before it.
+    queued_behind: int = 0
     arrived_at: float = field(default_factory=time.monotonic)
     # Set by `Scheduler.cancel` from another thread; the loop drops the sequence at its next step.
     cancelled: bool = False
+
+
+class MovingAverage:
+    """An exponentially weighted mean; None until the first value. Updated on the scheduler thread and
+    read on others: `value` is one float assignment, so a reader sees either value whole."""
+
+    def __init__(self) -> None:
+        self.value: float | None = None
+
+    def add(self, sample: float) -> None:
+        self.value = sample if self.value is None else self.value + SMOOTHING * (sample - self.value)
 
 
 @dataclass(eq=False)
@@ -100,6 +141,10 @@ class Scheduler:
         self._running: list[_Running] = []
         # Requests taken from the queue and not yet finished; with the queue, what `submit` bounds.
         self._in_batch = 0
+        # A request's wait for its first token per request ahead of it, itself included (its own
+        # prefill); and a prefill's seconds per prompt token fed.
+        self._wait_per_place = MovingAverage()
+        self._prefill_per_token = MovingAverage()
         self._wakeup = threading.Condition()
         self._stopping = False
         # Set by `drain`: the loop ends once the queue and the batch are empty.
@@ -135,11 +180,19 @@ class Scheduler:
         self._thread.join()
 
     def submit(self, request: GenerationRequest) -> None:
-        """Queue `request`; raises QueueFull when the batch is full and `max_queue` requests already wait."""
+        """Queue `request`; raises QueueFull when the batch is full and `max_queue` requests already wait,
+        QueueWaitTooLong when its first token is not expected within its `first_token_timeout`."""
         with self._wakeup:
             if self._in_batch + len(self._waiting) >= self.max_batch + self.max_queue:
                 self.metrics.count_rejected()
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting")
+            # Those waiting, and those admitted whose prefill has not run yet.
+            request.queued_behind = len(self._waiting) + self._in_batch - len(self._running)
+            expected_wait = (request.queued_behind + 1) * (self._wait_per_place.value or 0.0)
+            timeout = request.first_token_timeout
+            if timeout is not None and expected_wait > timeout:
+                self.metrics.count_rejected()
+                raise QueueWaitTooLong(expected_wait, timeout)
             self._waiting.append(request)
             self._wakeup.notify()
 
@@ -192,6 +245,11 @@ class Scheduler:
             self.metrics.count_finished(CANCELLED)
             self._leave_batch()
             return
+        if (expected_wait := self._expected_first_token(request)) > (request.first_token_timeout or math.inf):
+            self.metrics.count_finished(EXPIRED)
+            request.on_event(QueueWaitTooLong(expected_wait, request.first_token_timeout))
+            self._leave_batch()
+            return
         try:
             prefix = self._prefix_for(request)
             sequence = self._batch.add(prefix)
@@ -201,14 +259,24 @@ class Scheduler:
             return
         running = _Running(request, sequence, TokenStream(self.tokenizer, request.params))
         self._running.append(running)
+        fed = request.prompt_ids[sequence.length :]
+        started = time.monotonic()
         try:
-            logits = self.runner.forward(sequence, request.prompt_ids[sequence.length :])
+            logits = self.runner.forward(sequence, fed)
         except Exception as error:
             self._fail(request, error)
             self._leave(running)
             return
-        self.metrics.observe_first_token(time.monotonic() - request.arrived_at)
+        now = time.monotonic()
+        self._prefill_per_token.add((now - started) / max(len(fed), 1))
+        self._wait_per_place.add((now - request.arrived_at) / (request.queued_behind + 1))
+        self.metrics.observe_first_token(now - request.arrived_at)
         self._advance(running, logits)
+
+    def _expected_first_token(self, request: GenerationRequest) -> float:
+        """Seconds from `request`'s arrival to its first token if its prefill starts now."""
+        fed = len(request.prompt_ids) - len(request.prefix_ids or ())
+        return time.monotonic() - request.arrived_at + fed * (self._prefill_per_token.value or 0.0)
 
     def _decode(self) -> None:
         """One decode pass over the whole batch, then each sequence's next chunk."""

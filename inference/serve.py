@@ -18,6 +18,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -35,7 +36,7 @@ from inference.model_store import InvalidBuild, build_path, models_dir
 from inference.pool import EnginePool, ModelLoading, SwapInProgress, UnknownModel
 from inference.runner import DEFAULT_CONTEXT_TOKENS
 from inference.sampling import InvalidSamplingParams, SamplingParams
-from inference.scheduler import QueueFull
+from inference.scheduler import QueueFull, QueueWaitTooLong
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ DEFAULT_MAX_QUEUE = 32
 RETRY_AFTER_SECONDS = 1
 # What a client asking for a model still loading should wait: loading takes seconds to a minute.
 LOADING_RETRY_AFTER_SECONDS = 5
+# The request header in which a client says how many seconds it waits for the first token (our web
+# side sends its read timeout); other OpenAI-compatible servers ignore it.
+FIRST_TOKEN_TIMEOUT_HEADER = b"x-first-token-timeout"
 # Largest request body: the answer prompt is under 10 KB of text; a full 4,096-token context under 64 KB.
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -254,9 +258,10 @@ class EngineApp:
                 return
 
     async def _chat_completions(self, scope: dict, receive: Receive, send: Send) -> None:
+        timeout = _first_token_timeout(scope)
         request = parse_chat_request(await _read_body(receive))
         try:
-            completion = self.pool.submit(request.model, request.messages, request.params)
+            completion = self.pool.submit(request.model, request.messages, request.params, timeout)
         except UnknownModel as error:
             raise HTTPError(404, str(error), code="model_not_found") from None
         except ModelLoading as error:
@@ -265,6 +270,8 @@ class EngineApp:
             raise HTTPError(400, str(error), code="context_length_exceeded") from None
         except InvalidRequest as error:
             raise HTTPError(400, str(error)) from None
+        except QueueWaitTooLong as error:
+            raise _too_late(error) from None
         except QueueFull:
             raise _retry_later(429, "the engine is busy", "queue_full", RETRY_AFTER_SECONDS) from None
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, completion))
@@ -283,7 +290,7 @@ class EngineApp:
                 text.append(chunk.text)
                 finish_reason = chunk.finish_reason
         except GenerationFailed as error:
-            raise HTTPError(500, str(error), error_type="server_error") from None
+            raise _failure(error) from None
         if finish_reason is None:
             return  # cancelled: the client has gone, there is nobody to answer
         message = {"role": "assistant", "content": "".join(text)}
@@ -318,7 +325,7 @@ class EngineApp:
                     await event(choice({}, chunk.finish_reason))
         except GenerationFailed as error:
             # The status line has gone out already; an error event is the only way left to say it.
-            await event(HTTPError(500, str(error), error_type="server_error").body)
+            await event(_failure(error).body)
         if include_usage:
             await event({**envelope, "choices": [], "usage": _usage(completion)})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
@@ -394,6 +401,33 @@ class EngineApp:
                 error_type="authentication_error",
                 headers=(("www-authenticate", "Bearer"),),
             )
+
+
+def _first_token_timeout(scope: dict) -> float | None:
+    """Seconds from the X-First-Token-Timeout header, None without one; 400 unless a positive number."""
+    value = dict(scope["headers"]).get(FIRST_TOKEN_TIMEOUT_HEADER)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise HTTPError(400, "the X-First-Token-Timeout header must be a positive number of seconds")
+    return seconds
+
+
+def _too_late(error: QueueWaitTooLong) -> HTTPError:
+    # Ask again once the queue has had time to shrink to what the client waits.
+    seconds = max(RETRY_AFTER_SECONDS, math.ceil(error.expected_wait - error.timeout))
+    return _retry_later(429, str(error), "queue_wait_too_long", seconds)
+
+
+def _failure(error: GenerationFailed) -> HTTPError:
+    """What a completion that broke off answers: 429 when it expired in the queue, else 500."""
+    if isinstance(error.__cause__, QueueWaitTooLong):
+        return _too_late(error.__cause__)
+    return HTTPError(500, str(error), error_type="server_error")
 
 
 def _retry_later(status: int, reason: str, code: str, seconds: int) -> HTTPError:

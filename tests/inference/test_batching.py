@@ -15,7 +15,7 @@ from inference.generation import generate
 from inference.metrics import EngineMetrics
 from inference.runner import ContextLengthExceeded
 from inference.sampling import SamplingParams
-from inference.scheduler import GenerationRequest, Scheduler
+from inference.scheduler import GenerationRequest, QueueWaitTooLong, Scheduler
 
 # Logits of a batched row against the same sequence alone, FP32: observed identical; the margin allows
 # for a kernel that splits rows across threads differently.
@@ -46,6 +46,17 @@ def greedy_alone(runner, prompt_ids, steps):
         logits.append(runner.forward(sequence, [tokens[-1]]))
         tokens.append(int(np.argmax(logits[-1])))
     return tokens, logits
+
+
+def collecting(events: list, finished: threading.Semaphore):
+    """A request's `on_event`: appends each event to `events`, releases `finished` at the last one."""
+
+    def on_event(event):
+        events.append(event)
+        if isinstance(event, Exception) or event.finish_reason is not None:
+            finished.release()
+
+    return on_event
 
 
 class GreedyBatch:
@@ -151,20 +162,13 @@ def test_scheduler_gives_concurrent_requests_the_completions_they_get_alone(fp32
     chunks = {index: [] for index in range(len(requests))}
     finished = threading.Semaphore(0)
 
-    def collector(index):
-        def on_event(event):
-            chunks[index].append(event)
-            if isinstance(event, Exception) or event.finish_reason is not None:
-                finished.release()
-
-        return on_event
-
     metrics = EngineMetrics()
     scheduler = Scheduler(fp32_runner, tokenizer, metrics, max_batch=3, max_queue=len(requests))
     scheduler.start()
     try:
         for index, (prompt_ids, request_params) in enumerate(requests):
-            scheduler.submit(GenerationRequest(prompt_ids, request_params, collector(index)))
+            on_event = collecting(chunks[index], finished)
+            scheduler.submit(GenerationRequest(prompt_ids, request_params, on_event))
         for _ in requests:
             assert finished.acquire(timeout=60)
     finally:
@@ -213,3 +217,39 @@ def test_an_idle_scheduler_with_max_wait_starts_a_burst_together(int8_runner, to
     assert second_arrived < first_token < second_arrived + 3.5
     first_token, second_arrived = run(max_wait=0.0)
     assert first_token < second_arrived
+
+
+def test_requests_whose_first_token_would_come_after_their_timeout_are_refused_or_dropped(
+    int8_runner, tokenizer, prompts
+):
+    """One row: B queues behind A with a 0.5 s timeout (nothing measured yet, so it is let in), waits
+    longer than that for A's 40 tokens, and is dropped unstarted when its turn comes. Then the engine
+    knows its waits: C, queued behind D with a timeout shorter than any prefill, is refused at once."""
+    events = {name: [] for name in "ABCD"}
+    done = threading.Semaphore(0)
+
+    def collector(name):
+        return collecting(events[name], done)
+
+    metrics = EngineMetrics()
+    scheduler = Scheduler(int8_runner, tokenizer, metrics, max_batch=1, max_queue=2)
+    scheduler.start()
+    long = SamplingParams(temperature=0.0, max_tokens=40)
+    short = SamplingParams(temperature=0.0, max_tokens=4)
+    try:
+        scheduler.submit(GenerationRequest(prompts[0], long, collector("A")))
+        scheduler.submit(GenerationRequest(prompts[1], short, collector("B"), first_token_timeout=0.5))
+        assert done.acquire(timeout=60) and done.acquire(timeout=60)
+        scheduler.submit(GenerationRequest(prompts[0], long, collector("D")))
+        with pytest.raises(QueueWaitTooLong, match="the 0.001 s its client waits"):
+            scheduler.submit(GenerationRequest(prompts[1], short, collector("C"), first_token_timeout=0.001))
+        assert done.acquire(timeout=60)
+    finally:
+        scheduler.stop()
+    assert events["A"][-1].finish_reason == "length" and len(events["A"]) == 40
+    [expired] = events["B"]
+    assert isinstance(expired, QueueWaitTooLong) and expired.timeout == 0.5
+    assert events["C"] == [] and events["D"][-1].finish_reason == "length"
+    rendered = metrics.render(queue_depth=0, active_sequences=0, max_batch=1, models=[])
+    assert 'kb_engine_requests_finished_total{reason="expired"} 1' in rendered
+    assert "kb_engine_requests_rejected_total 1" in rendered

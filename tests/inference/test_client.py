@@ -4,6 +4,7 @@ import socket
 import threading
 import time
 from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -62,6 +63,41 @@ def test_rejected_request_is_not_retried_and_says_why(engine_url):
         chat(engine_url, QUESTION, model="gpt-4", max_tokens=MAX_TOKENS, retries=5)
     with pytest.raises(EngineRequestRejected, match="temperature"):
         list(chat_stream(engine_url, QUESTION, temperature=7.0, retries=5))
+
+
+class BusyEngine(BaseHTTPRequestHandler):
+    """An engine whose queue is longer than any client waits: 429 asking to retry in a minute."""
+
+    first_token_timeouts: list[str] = []
+
+    def do_POST(self):
+        self.first_token_timeouts.append(self.headers.get("x-first-token-timeout"))
+        self.rfile.read(int(self.headers["content-length"]))
+        body = b'{"error": {"message": "queue too long", "code": "queue_wait_too_long"}}'
+        self.send_response(429)
+        self.send_header("retry-after", "60")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_client_tells_its_timeout_and_gives_up_at_once_when_asked_to_wait_longer_than_it_stalls():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BusyEngine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        started = time.monotonic()
+        with pytest.raises(EngineUnavailable, match="retry in 60 s"):
+            chat(url, QUESTION, max_tokens=MAX_TOKENS, retries=5, timeout=45.0)
+        with pytest.raises(EngineUnavailable, match="retry in 60 s"):
+            list(chat_stream(url, QUESTION, max_tokens=MAX_TOKENS, retries=5, timeout=30.0))
+        assert time.monotonic() - started < 5, "it did not wait for the engine's minute"
+    finally:
+        server.shutdown()
+    assert BusyEngine.first_token_timeouts == ["45", "30"]  # one try each, each saying how long it waits
 
 
 def closed_port_url() -> str:

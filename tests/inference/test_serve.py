@@ -57,6 +57,15 @@ def sse_events(lines):
     raise AssertionError("the stream ended without data: [DONE]")
 
 
+def first_text(lines):
+    """The first generated text of an open stream (after the role-only event that opens it)."""
+    for line in lines:
+        if line.startswith("data: {"):
+            if text := json.loads(line[len("data: ") :])["choices"][0]["delta"].get("content"):
+                return text
+    raise AssertionError("the stream ended before any text")
+
+
 def health(url):
     return httpx.get(f"{url}/health", timeout=5.0).json()
 
@@ -76,7 +85,7 @@ def wait_until(condition, timeout=10.0):
         time.sleep(0.05)
 
 
-def open_stream(stack, url, messages=QUESTION):
+def open_stream(stack, url, messages=QUESTION, headers=None):
     """An open streaming request that has been answered 200 and is generating (or queued)."""
     client = stack.enter_context(httpx.Client(timeout=60.0))
     response = stack.enter_context(
@@ -84,6 +93,7 @@ def open_stream(stack, url, messages=QUESTION):
             "POST",
             f"{url}/v1/chat/completions",
             json={"messages": messages, "max_tokens": LONG_MAX_TOKENS, "stream": True},
+            headers=headers,
         )
     )
     assert response.status_code == 200
@@ -197,6 +207,43 @@ def test_full_engine_answers_429_with_retry_after_and_disconnects_free_every_pla
         assert response.json()["error"]["code"] == "queue_full"
     assert_idle(engine_url)
     assert metric(engine_url, "kb_engine_requests_rejected_total") == rejected + 1
+
+
+def test_request_whose_first_token_would_come_after_its_timeout_is_refused_at_once(engine_url):
+    with ExitStack() as streams:
+        open_stream(streams, engine_url)
+        with ExitStack() as leaving:
+            open_stream(leaving, engine_url)
+            first_reply = open_stream(streams, engine_url).iter_lines()  # queued behind the full batch
+        # One left the batch: the queued one gets its place and first token, the engine a measured wait.
+        assert first_text(first_reply)
+        refused = httpx.post(
+            f"{engine_url}/v1/chat/completions",
+            json={"messages": QUESTION, "max_tokens": MAX_TOKENS},
+            headers={"x-first-token-timeout": "0.001"},
+            timeout=60.0,
+        )
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "queue_wait_too_long"
+        assert "the 0.001 s its client waits" in refused.json()["error"]["message"]
+        assert int(refused.headers["retry-after"]) >= 1
+        # One that waits as long as the streams take is queued behind them.
+        open_stream(streams, engine_url, headers={"x-first-token-timeout": "600"})
+        status = health(engine_url)
+        assert status["active_sequences"] + status["queue_depth"] == 3
+    assert_idle(engine_url)
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "nan"])
+def test_first_token_timeout_that_is_not_a_positive_number_answers_400(engine_url, value):
+    response = httpx.post(
+        f"{engine_url}/v1/chat/completions",
+        json={"messages": QUESTION, "max_tokens": MAX_TOKENS},
+        headers={"x-first-token-timeout": value},
+        timeout=60.0,
+    )
+    assert response.status_code == 400
+    assert "X-First-Token-Timeout" in response.json()["error"]["message"]
 
 
 def test_client_that_disconnects_mid_stream_frees_its_sequence(engine_url):
