@@ -218,6 +218,11 @@ class Chunk(models.Model):
     char_end = models.PositiveIntegerField()
     heading_path = models.JSONField(default=list, blank=True)
     entities = models.JSONField(default=list, blank=True)
+    # Found while chunking, so that answers need not split the chunk again (empty for chunks indexed
+    # before they were stored: those are split when an answer quotes them).
+    sentences = models.JSONField(
+        default=list, blank=True, help_text="(start, end) of each sentence, offsets within the text."
+    )
     language = models.CharField(max_length=10, blank=True)
     token_count = models.PositiveIntegerField(default=0)
     # Stored while the version is embedded, so a restarted job resumes; the swap moves it into

@@ -61,6 +61,15 @@ def test_chunks_end_at_sentence_boundaries_and_overlap_within_a_section():
     assert booking[1].char_start < booking[0].char_end  # the overlap
 
 
+def test_each_chunk_keeps_the_spans_of_its_sentences():
+    document, chunks = chunk(POLICY)
+    sentences = {(s.start, s.end) for s in split_sentences(document.text)}
+    for piece in chunks:
+        assert piece.sentences[0][0] == 0 and piece.sentences[-1][1] == len(piece.text)
+        assert {(piece.char_start + a, piece.char_start + b) for a, b in piece.sentences} <= sentences
+    assert sum(len(piece.sentences) for piece in chunks) > len(chunks)
+
+
 def test_chunks_never_cross_a_heading_and_carry_its_path():
     document, chunks = chunk(POLICY)
     paths = [piece.heading_path for piece in chunks]

@@ -78,6 +78,11 @@ def test_upload_is_indexed_by_a_real_worker(celery_worker):
     assert leave.heading_path == ["Staff handbook", "Leave"]
     assert version.parsed_text[leave.char_start : leave.char_end] == leave.text
     assert leave.token_count > 0 and leave.language == "en"
+    # Its sentences, kept for answers to quote: the heading and the one under it.
+    assert [leave.text[start:end] for start, end in leave.sentences] == [
+        "Leave",
+        "Employees may carry over five days of annual leave into the next year.",
+    ]
     # The vector moved into the search index with the swap.
     assert leave.embedding is None and len(Passage.objects.get(pk=leave.pk).embedding) == 384
     assert AuditEvent.objects.filter(action="upload", object_id=str(document.pk)).exists()

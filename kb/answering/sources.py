@@ -46,8 +46,12 @@ def select_sources(chunks: list[Chunk], question: str, *, max_chars: int) -> lis
 
 
 def _sentences(chunk: Chunk) -> list[tuple[int, int, set[str]]]:
-    """The chunk's sentences as (start, end, search tokens), offsets within the chunk."""
-    spans = [(s.start, s.end) for s in split_sentences(chunk.text)] or [(0, len(chunk.text))]
+    """The chunk's sentences as (start, end, search tokens), offsets within the chunk: those found
+    when it was indexed, or (chunks indexed before they were stored) split now."""
+    spans = [(start, end) for start, end in chunk.sentences] or [
+        (s.start, s.end) for s in split_sentences(chunk.text)
+    ]
+    spans = spans or [(0, len(chunk.text))]
     return [(start, end, set(search_tokens(chunk.text[start:end]))) for start, end in spans]
 
 

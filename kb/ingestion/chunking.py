@@ -28,6 +28,8 @@ class ChunkWindow:
     heading_path: list[str]
     language: str
     entities: list[dict] = field(default_factory=list)
+    # (start, end) of each sentence (or part of an overlong one), offsets within `text`.
+    sentences: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -152,6 +154,7 @@ def _chunk(
         heading_path=heading_path,
         language=max(languages, key=languages.get),
         entities=list(entities.values()),
+        sentences=[(piece.start - start, piece.end - start) for piece in group],
     )
 
 

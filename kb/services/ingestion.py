@@ -404,6 +404,7 @@ def _store_chunks(version: DocumentVersion, windows: list[ChunkWindow]) -> None:
                     char_end=window.char_end,
                     heading_path=window.heading_path,
                     entities=window.entities,
+                    sentences=window.sentences,
                     language=window.language,
                     token_count=tokens,
                 )

@@ -1,0 +1,47 @@
+"""Excerpts: each found chunk narrowed to the sentences around the question's rarest terms."""
+
+from kb.answering.sources import select_sources
+from kb.ingestion.sentences import split_sentences
+from kb.models import Chunk
+
+SENTENCES = [
+    "The travel desk books every flight for employees of the company.",
+    "Economy class is the default for flights under six hours, and business class needs a director.",
+    "Hotel rooms are booked for the nights of the trip only.",
+    "Receipts must be kept for seven years in the finance archive.",
+]
+TEXT = " ".join(SENTENCES)
+OFFSET = 1000  # where the chunk starts in its version's parsed text
+
+
+def chunk(sentences=()):
+    return Chunk(pk=1, text=TEXT, char_start=OFFSET, char_end=OFFSET + len(TEXT), sentences=list(sentences))
+
+
+def spans(parts):
+    result, start = [], 0
+    for part in parts:
+        start = TEXT.index(part, start)
+        result.append((start, start + len(part)))
+    return result
+
+
+def test_an_excerpt_is_the_sentence_with_the_question_s_terms_at_its_exact_offsets():
+    [source] = select_sources([chunk(spans(SENTENCES))], "How long are receipts kept?", max_chars=70)
+    assert source.text == SENTENCES[3]
+    assert (source.char_start, source.char_end) == (OFFSET + TEXT.index(SENTENCES[3]), OFFSET + len(TEXT))
+    assert source.sentences == ((0, len(SENTENCES[3])),)
+
+
+def test_the_sentences_found_at_indexing_are_used_without_splitting_again():
+    # Stored spans that cut the second sentence at its comma, as no sentence splitter would.
+    parts = [SENTENCES[0], "Economy class is the default for flights under six hours,", "and business"]
+    parts += ["class needs a director.", *SENTENCES[2:]]
+    [source] = select_sources([chunk(spans(parts))], "Which class is the default?", max_chars=60)
+    assert source.text == "Economy class is the default for flights under six hours,"
+
+
+def test_a_chunk_indexed_before_sentences_were_stored_is_split_when_quoted():
+    [source] = select_sources([chunk()], "Which class is the default?", max_chars=100)
+    assert source.text == SENTENCES[1]
+    assert [(s.start, s.end) for s in split_sentences(TEXT)] == spans(SENTENCES)
