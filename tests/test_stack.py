@@ -34,6 +34,12 @@ def test_run_recovers_from_crashes_keeps_data_and_stops_cleanly(stack):
     # The engine's scheduler settings reach it from the environment.
     assert (engine["detail"]["max_batch"], engine["detail"]["max_queue"]) == (3, 5)
     assert stack.sql("SELECT username FROM auth_user WHERE is_superuser") == [("admin",)]
+    # The long jobs give way to the web server for the CPU: the engine and workers at nice 10, each
+    # in its own session's scheduling group (autogroup) of nice 10 too.
+    for name, nice in (("web", 0), ("engine", 10), ("worker", 10)):
+        assert int(Path(f"/proc/{stack.pid(name)}/stat").read_text().rsplit(")", 1)[1].split()[16]) == nice
+        autogroup = Path(f"/proc/{stack.pid(name)}/autogroup")
+        assert not autogroup.exists() or autogroup.read_text().split()[-1] == str(nice)
     stack.sql("INSERT INTO kb_collection (name, description, created_at) VALUES ('Kept', '', now())")
 
     # The web server and the engine die: the supervisor starts new ones.

@@ -1,5 +1,6 @@
 """Child processes of the local stack: pid files, leftovers of a crashed run, supervision."""
 
+import functools
 import os
 import signal
 import subprocess
@@ -21,8 +22,21 @@ class Service:
     command: list[str]
     # How long it may take to finish its work after SIGTERM before it is killed.
     stop_timeout: float = 10.0
+    # How much lower its CPU priority is than the web server's (a nice value, 0 to 19).
+    nice: int = 0
     process: subprocess.Popen | None = None
     restarts: deque = field(default_factory=lambda: deque(maxlen=MAX_RESTARTS))
+
+
+def _lower_priority(nice: int) -> None:
+    """Run in the child after setsid. With autogroups (Linux's default) each session is scheduled as
+    one group against the others, so the group's nice is what gives way to the web server; without
+    them, the process's own (its threads inherit it)."""
+    os.nice(nice)
+    try:
+        Path("/proc/self/autogroup").write_text(str(nice))
+    except OSError:
+        pass  # no autogroups here: the process's nice does it
 
 
 def read_pid(path: Path) -> int | None:
@@ -100,6 +114,7 @@ class Supervisor:
             env=self.env,
             # Own session: Ctrl-C reaches only the supervisor, which then stops children in order.
             start_new_session=True,
+            preexec_fn=functools.partial(_lower_priority, service.nice) if service.nice else None,
         )
         log.close()
         self.layout.pid_file(service.name).write_text(str(service.process.pid))
