@@ -8,6 +8,7 @@ another replica.
 import functools
 import itertools
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -217,7 +218,7 @@ def chat(
             finally:
                 pool.release(base, reached=reached)
             if response.status_code in RETRYABLE_STATUSES:
-                _wait_or_give_up(attempt, retries, _busy(url, response), response)
+                _wait_or_give_up(attempt, retries, _busy(url, response), response, replicas=len(pool.urls))
                 continue
             _raise_for_error(url, response)
             return response.json()["choices"][0]["message"]["content"] or ""
@@ -250,7 +251,8 @@ def chat_stream(
                     reached = True
                     if response.status_code in RETRYABLE_STATUSES:
                         response.read()
-                        _wait_or_give_up(attempt, retries, _busy(url, response), response)
+                        busy = _busy(url, response)
+                        _wait_or_give_up(attempt, retries, busy, response, replicas=len(pool.urls))
                         continue
                     if response.status_code >= 400:
                         response.read()
@@ -285,7 +287,8 @@ def _stream_deltas(url: str, response: httpx.Response) -> Iterator[str]:
 def _chat_client(timeout: float) -> httpx.Client:
     """A client for one chat request. It tells our engine how long it waits for the first token
     (X-First-Token-Timeout), so that the engine refuses at once (429, Retry-After) a request it would
-    start only after this client has given up."""
+    start only after this client has given up. A streamed answer must start within the read timeout;
+    a whole one must arrive within it, so for `chat` the header is an upper bound."""
     headers = {"x-first-token-timeout": f"{timeout:g}"}
     return httpx.Client(timeout=timeout, verify=_tls_context(), headers=headers)
 
@@ -299,18 +302,24 @@ def _chat_payload(
     return payload
 
 
-def _wait_or_give_up(attempt: int, retries: int, reason: str, response: httpx.Response | None) -> None:
-    """Sleep before the next try, or raise EngineUnavailable with `reason` when none is left or the
-    engine asks for a longer wait than MAX_RETRY_WAIT_SECONDS (its queue is longer than we would wait)."""
+def _wait_or_give_up(
+    attempt: int, retries: int, reason: str, response: httpx.Response | None, *, replicas: int = 1
+) -> None:
+    """Sleep before the next try, or raise EngineUnavailable with `reason` when none is left. An
+    engine asking for a longer wait than MAX_RETRY_WAIT_SECONDS (its queue is longer than we would
+    wait) is given up on at once: the next try goes to another replica, or there is none."""
     if attempt >= retries:
         raise EngineUnavailable(f"{reason} (after {attempt + 1} tries)")
     wait = RETRY_BACKOFF_SECONDS * 2**attempt
     if response is not None:
         try:
-            wait = float(response.headers.get("retry-after", wait))
+            asked = float(response.headers.get("retry-after", wait))
         except ValueError:
-            pass  # an HTTP-date: rare enough that the backoff serves
+            asked = wait  # an HTTP-date: rare enough that the backoff serves
+        wait = asked if math.isfinite(asked) and asked >= 0 else wait
         if wait > MAX_RETRY_WAIT_SECONDS:
+            if replicas > 1:
+                return
             raise EngineUnavailable(f"{reason}; it asks to retry in {wait:g} s")
     time.sleep(wait)
 

@@ -50,7 +50,7 @@ class EngineMetrics:
             self._forget_before(now - RATE_WINDOW_SECONDS)
 
     def count_finished(self, reason: str) -> None:
-        """A request that ended: a finish reason ("stop", "length"), or "cancelled" or "error"."""
+        """A request that ended: a finish reason ("stop", "length"), or "cancelled", "error" or "expired"."""
         with self._lock:
             self._finished[reason] = self._finished.get(reason, 0) + 1
 

@@ -8,10 +8,11 @@ between decode passes, and sequences join and leave the batch at any pass. An id
 to `max_wait` seconds after a first request for others to start with it (a burst of requests then
 decodes together from its first token on); 0, the default, starts at once.
 
-A request may say how long its client waits for the first token (`first_token_timeout`). Its wait is
-estimated from those of the requests before it (the seconds each waited for its first token, per
-request that was to get one before it, itself included), and a request that would get its first
-token only after its client has given up is refused at once (QueueWaitTooLong): otherwise an
+A request may say how long its client waits for the first token (`first_token_timeout`). When the
+batch is full, its wait is estimated from those of the requests before it (the seconds each waited
+for its first token, per request that was to get one before it, itself included), and a request
+that would get its first token only after its client has given up is refused at once
+(QueueWaitTooLong): otherwise an
 overloaded engine spends its time on prefills whose answers nobody collects. For the same reason a
 request whose prefill, by the time its turn comes, is expected to end after its client's timeout is
 dropped unstarted (finish reason "expired").
@@ -137,7 +138,7 @@ class Scheduler:
         self._prefixes = PrefixCacheLRU(prefix_cache_size)
         self._batch = runner.new_batch(max_batch)
         self._waiting: deque[GenerationRequest] = deque()
-        # Only the scheduler thread reads or changes `_running`.
+        # Only the scheduler thread changes `_running` (`submit` reads its length).
         self._running: list[_Running] = []
         # Requests taken from the queue and not yet finished; with the queue, what `submit` bounds.
         self._in_batch = 0
@@ -186,13 +187,16 @@ class Scheduler:
             if self._in_batch + len(self._waiting) >= self.max_batch + self.max_queue:
                 self.metrics.count_rejected()
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting")
-            # Those waiting, and those admitted whose prefill has not run yet.
+            # Those waiting, and those admitted whose prefill has not run yet (or runs now).
             request.queued_behind = len(self._waiting) + self._in_batch - len(self._running)
-            expected_wait = (request.queued_behind + 1) * (self._wait_per_place.value or 0.0)
-            timeout = request.first_token_timeout
-            if timeout is not None and expected_wait > timeout:
-                self.metrics.count_rejected()
-                raise QueueWaitTooLong(expected_wait, timeout)
+            # With a place free it is admitted: its prefill is checked when its turn comes (_start).
+            # So an idle engine always takes a request, and its wait corrects the average.
+            if self._in_batch + len(self._waiting) >= self.max_batch:
+                expected_wait = (request.queued_behind + 1) * (self._wait_per_place.value or 0.0)
+                timeout = request.first_token_timeout
+                if timeout is not None and expected_wait > timeout:
+                    self.metrics.count_rejected()
+                    raise QueueWaitTooLong(expected_wait, timeout)
             self._waiting.append(request)
             self._wakeup.notify()
 

@@ -424,7 +424,8 @@ def _too_late(error: QueueWaitTooLong) -> HTTPError:
 
 
 def _failure(error: GenerationFailed) -> HTTPError:
-    """What a completion that broke off answers: 429 when it expired in the queue, else 500."""
+    """What a completion that broke off answers: 429 when it expired in the queue, else 500 (as an
+    error event when the stream had begun, its status line already sent)."""
     if isinstance(error.__cause__, QueueWaitTooLong):
         return _too_late(error.__cause__)
     return HTTPError(500, str(error), error_type="server_error")

@@ -281,7 +281,7 @@ def _nice(variable: str) -> int:
     machine the engine keeps busy, a search (tens of milliseconds) then runs as fast as on an idle
     one (measured: p50 29 ms idle, 43 ms beside a busy engine, 29 ms with the engine at nice 19)."""
     value = os.environ.get(variable, str(DEFAULT_NICE))
-    if not value.isdigit() or int(value) > 19:
+    if not (value.isascii() and value.isdigit()) or int(value) > 19:
         raise StackError(f"{variable} must be a whole number from 0 to 19, not {value!r}")
     return int(value)
 

@@ -32,7 +32,7 @@ def _lower_priority(nice: int) -> None:
     """Run in the child after setsid. With autogroups (Linux's default) each session is scheduled as
     one group against the others, so the group's nice is what gives way to the web server; without
     them, the process's own (its threads inherit it)."""
-    os.nice(nice)
+    os.setpriority(os.PRIO_PROCESS, 0, nice)  # absolute, whatever the supervisor's own nice
     try:
         Path("/proc/self/autogroup").write_text(str(nice))
     except OSError:

@@ -224,8 +224,10 @@ def test_requests_whose_first_token_would_come_after_their_timeout_are_refused_o
 ):
     """One row: B queues behind A with a 0.5 s timeout (nothing measured yet, so it is let in), waits
     longer than that for A's 40 tokens, and is dropped unstarted when its turn comes. Then the engine
-    knows its waits: C, queued behind D with a timeout shorter than any prefill, is refused at once."""
-    events = {name: [] for name in "ABCD"}
+    knows its waits: C, queued behind D with a timeout shorter than any prefill, is refused at once.
+    E waits out D's answer (up to 100 tokens), which lifts the average wait over F's timeout; F,
+    alone on the idle engine, is still let in and answered: only a full batch makes a request wait."""
+    events = {name: [] for name in "ABCDEF"}
     done = threading.Semaphore(0)
 
     def collector(name):
@@ -235,21 +237,28 @@ def test_requests_whose_first_token_would_come_after_their_timeout_are_refused_o
     scheduler = Scheduler(int8_runner, tokenizer, metrics, max_batch=1, max_queue=2)
     scheduler.start()
     long = SamplingParams(temperature=0.0, max_tokens=40)
+    longer = SamplingParams(temperature=0.0, max_tokens=100)
     short = SamplingParams(temperature=0.0, max_tokens=4)
     try:
         scheduler.submit(GenerationRequest(prompts[0], long, collector("A")))
         scheduler.submit(GenerationRequest(prompts[1], short, collector("B"), first_token_timeout=0.5))
         assert done.acquire(timeout=60) and done.acquire(timeout=60)
-        scheduler.submit(GenerationRequest(prompts[0], long, collector("D")))
+        scheduler.submit(GenerationRequest(prompts[0], longer, collector("D")))
         with pytest.raises(QueueWaitTooLong, match="the 0.001 s its client waits"):
             scheduler.submit(GenerationRequest(prompts[1], short, collector("C"), first_token_timeout=0.001))
+        scheduler.submit(GenerationRequest(prompts[1], short, collector("E")))
+        assert done.acquire(timeout=60) and done.acquire(timeout=60)
+        # Less than a queued request is expected to wait, more than a short prefill takes.
+        timeout = 0.9 * scheduler._wait_per_place.value
+        scheduler.submit(GenerationRequest(prompts[1], short, collector("F"), first_token_timeout=timeout))
         assert done.acquire(timeout=60)
     finally:
         scheduler.stop()
     assert events["A"][-1].finish_reason == "length" and len(events["A"]) == 40
     [expired] = events["B"]
     assert isinstance(expired, QueueWaitTooLong) and expired.timeout == 0.5
-    assert events["C"] == [] and events["D"][-1].finish_reason == "length"
+    assert events["C"] == [] and events["D"][-1].finish_reason
+    assert events["E"][-1].finish_reason and events["F"][-1].finish_reason
     rendered = metrics.render(queue_depth=0, active_sequences=0, max_batch=1, models=[])
     assert 'kb_engine_requests_finished_total{reason="expired"} 1' in rendered
     assert "kb_engine_requests_rejected_total 1" in rendered

@@ -88,6 +88,7 @@ def test_a_client_tells_its_timeout_and_gives_up_at_once_when_asked_to_wait_long
     server = ThreadingHTTPServer(("127.0.0.1", 0), BusyEngine)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
+    BusyEngine.first_token_timeouts.clear()
     try:
         started = time.monotonic()
         with pytest.raises(EngineUnavailable, match="retry in 60 s"):
@@ -98,6 +99,23 @@ def test_a_client_tells_its_timeout_and_gives_up_at_once_when_asked_to_wait_long
     finally:
         server.shutdown()
     assert BusyEngine.first_token_timeouts == ["45", "30"]  # one try each, each saying how long it waits
+
+
+def test_a_replica_asking_for_a_long_wait_is_passed_over_at_once_for_another():
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), BusyEngine) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    urls = [f"http://127.0.0.1:{server.server_address[1]}" for server in servers]
+    BusyEngine.first_token_timeouts.clear()
+    try:
+        started = time.monotonic()
+        with pytest.raises(EngineUnavailable, match="after 2 tries"):
+            chat(urls, QUESTION, max_tokens=MAX_TOKENS, retries=1, timeout=45.0)
+        assert time.monotonic() - started < 5, "it waited instead of trying the other replica"
+    finally:
+        for server in servers:
+            server.shutdown()
+    assert BusyEngine.first_token_timeouts == ["45", "45"]
 
 
 def closed_port_url() -> str:
