@@ -12,10 +12,9 @@ A request may say how long its client waits for the first token (`first_token_ti
 batch is full, its wait is estimated from those of the requests before it (the seconds each waited
 for its first token, per request that was to get one before it, itself included), and a request
 that would get its first token only after its client has given up is refused at once
-(QueueWaitTooLong): otherwise an
-overloaded engine spends its time on prefills whose answers nobody collects. For the same reason a
-request whose prefill, by the time its turn comes, is expected to end after its client's timeout is
-dropped unstarted (finish reason "expired").
+(QueueWaitTooLong): otherwise an overloaded engine spends its time on prefills whose answers nobody
+collects. For the same reason a request whose prefill, by the time its turn comes, is expected to
+end after its client's timeout is dropped unstarted (finish reason "expired").
 """
 
 import logging
@@ -184,14 +183,15 @@ class Scheduler:
         """Queue `request`; raises QueueFull when the batch is full and `max_queue` requests already wait,
         QueueWaitTooLong when its first token is not expected within its `first_token_timeout`."""
         with self._wakeup:
-            if self._in_batch + len(self._waiting) >= self.max_batch + self.max_queue:
+            held = self._in_batch + len(self._waiting)
+            if held >= self.max_batch + self.max_queue:
                 self.metrics.count_rejected()
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting")
             # Those waiting, and those admitted whose prefill has not run yet (or runs now).
-            request.queued_behind = len(self._waiting) + self._in_batch - len(self._running)
+            request.queued_behind = held - len(self._running)
             # With a place free it is admitted: its prefill is checked when its turn comes (_start).
             # So an idle engine always takes a request, and its wait corrects the average.
-            if self._in_batch + len(self._waiting) >= self.max_batch:
+            if held >= self.max_batch:
                 expected_wait = (request.queued_behind + 1) * (self._wait_per_place.value or 0.0)
                 timeout = request.first_token_timeout
                 if timeout is not None and expected_wait > timeout:
