@@ -46,9 +46,9 @@ def bench_search(*, chunks: int, docs: Path, questions: Path, queries: int = 100
     try:
         corpus = _generate(chunks, vocabulary, weights, anchors, rng)
         with connection.cursor() as cursor:
-            # What autovacuum does some time after a bulk load: statistics for the planner and
-            # the visibility map that lets the covering posting index answer without the table.
-            cursor.execute("VACUUM ANALYZE retrieval_posting, retrieval_passage")
+            # What autovacuum does some time after a bulk load: statistics for the planner, and
+            # the space of the posting blocks rewritten while loading made free again.
+            cursor.execute("VACUUM ANALYZE retrieval_postingblock, retrieval_passage")
         return {
             "chunks": chunks,
             "queries": len(texts),
@@ -70,7 +70,7 @@ def _storage() -> dict:
         cursor.execute(
             "SELECT (SELECT count(*) FROM retrieval_passage), pg_table_size('retrieval_passage'),"
             " pg_relation_size('passage_embedding_hnsw'), pg_indexes_size('retrieval_passage'),"
-            " pg_total_relation_size('retrieval_posting')"
+            " pg_total_relation_size('retrieval_postingblock')"
         )
         passages, table, hnsw, indexes, postings = cursor.fetchone()
     return {

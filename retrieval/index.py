@@ -1,15 +1,18 @@
 """Adding passages to and removing them from the search index (BM25 and vectors at once).
 
 Call these in the transaction that makes passages visible or invisible to searches: the
-statistics, the vectors and the cache versions of the scopes then change with it.
+statistics, the vectors and the cache versions of the scopes then change with it. Each is atomic
+on its own too, since the posting blocks are read and rewritten under a lock held until commit.
 """
 
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.db import transaction
+
 from retrieval import bm25, cache
-from retrieval.models import Passage, Posting
+from retrieval.models import Passage
 from retrieval.tokenizer import search_tokens
 
 
@@ -27,13 +30,20 @@ def add_passages(scope: int, passages: Iterable[NewPassage]) -> None:
         counts = Counter(search_tokens(passage.text))
         term_counts[passage.id] = counts
         rows.append(
-            Passage(id=passage.id, scope=scope, length=sum(counts.values()), embedding=passage.embedding)
+            Passage(
+                id=passage.id,
+                scope=scope,
+                length=sum(counts.values()),
+                embedding=passage.embedding,
+                terms=sorted(counts),
+            )
         )
     if not rows:
         return
-    Passage.objects.bulk_create(rows)
-    bm25.index_terms(scope, term_counts)
-    cache.scopes_changed({scope})
+    with transaction.atomic():
+        Passage.objects.bulk_create(rows)
+        bm25.index_terms(scope, term_counts)
+        cache.scopes_changed({scope})
 
 
 def remove_passages(ids: Iterable[int]) -> None:
@@ -42,9 +52,10 @@ def remove_passages(ids: Iterable[int]) -> None:
     scopes = set(Passage.objects.filter(id__in=ids).values_list("scope", flat=True).distinct())
     if not scopes:
         return
-    bm25.unindex_terms(ids)
-    Passage.objects.filter(id__in=ids).delete()
-    cache.scopes_changed(scopes)
+    with transaction.atomic():
+        bm25.unindex_terms(ids)
+        Passage.objects.filter(id__in=ids).delete()
+        cache.scopes_changed(scopes)
 
 
 def move_passages(ids: Iterable[int], scope: int) -> None:
@@ -53,8 +64,7 @@ def move_passages(ids: Iterable[int], scope: int) -> None:
     scopes = set(Passage.objects.filter(id__in=ids).values_list("scope", flat=True).distinct())
     if not scopes - {scope}:
         return
-    bm25.unindex_terms(ids)
-    Passage.objects.filter(id__in=ids).update(scope=scope)
-    Posting.objects.filter(passage_id__in=ids).update(scope=scope)
-    bm25.count_terms(scope, ids)
-    cache.scopes_changed(scopes | {scope})
+    with transaction.atomic():
+        bm25.move_terms(ids, scope)
+        Passage.objects.filter(id__in=ids).update(scope=scope)
+        cache.scopes_changed(scopes | {scope})

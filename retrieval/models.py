@@ -6,18 +6,21 @@ kept per scope, so a query over the scopes a user may read sees exactly the corp
 """
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from pgvector.django import HnswIndex, VectorField
 
 
 class Passage(models.Model):
-    """A searchable passage: its scope, its length in search tokens and its embedding."""
+    """A searchable passage: its scope, its length in search tokens, its embedding and its terms."""
 
     id = models.BigIntegerField(primary_key=True)
     scope = models.BigIntegerField(db_index=True)
     length = models.PositiveIntegerField()
     # L2-normalised, so cosine distance ranks like the dot product; made by EmbeddingState.model.
     embedding = VectorField(dimensions=settings.KB_EMBEDDING_DIMENSIONS, null=True)
+    # Its distinct search terms: the posting blocks that hold it, for removing or moving it.
+    terms = ArrayField(models.TextField(), default=list)
 
     class Meta:
         indexes = [
@@ -34,29 +37,23 @@ class Passage(models.Model):
         return f"passage {self.id} (scope {self.scope})"
 
 
-class Posting(models.Model):
-    """How often a term occurs in a passage."""
+class PostingBlock(models.Model):
+    """The postings of one term in one scope for a block of neighbouring passage ids, packed
+    (`retrieval.postings`): per passage its id, the term's frequency in it and its length."""
 
-    passage = models.ForeignKey(Passage, on_delete=models.CASCADE, related_name="postings")
-    term = models.TextField()
-    # Copied from the passage, so a query filters by scope and normalises by length from the
-    # posting alone: the covering index answers it without touching the table or the passages.
     scope = models.BigIntegerField()
-    length = models.PositiveIntegerField()
-    frequency = models.PositiveIntegerField()
+    term = models.TextField()
+    block = models.BigIntegerField()  # passage id >> postings.BLOCK_BITS
+    # Stored uncompressed (migration 0005): numbers barely compress, and a query reads them all.
+    postings = models.BinaryField()
 
     class Meta:
-        indexes = [
-            models.Index(
-                fields=["term", "scope"],
-                include=["passage", "frequency", "length"],
-                name="posting_term_scope",
-            )
+        constraints = [
+            models.UniqueConstraint(fields=["term", "scope", "block"], name="unique_posting_block")
         ]
-        constraints = [models.UniqueConstraint(fields=["passage", "term"], name="unique_posting")]
 
     def __str__(self):
-        return f"{self.term} x{self.frequency} in passage {self.passage_id}"
+        return f"{self.term} in block {self.block} of scope {self.scope}"
 
 
 class ScopeStats(models.Model):

@@ -13,7 +13,7 @@ from rank_bm25 import BM25Okapi
 from retrieval.bm25 import bm25_top_k
 from retrieval.errors import SearchTooCostly
 from retrieval.index import NewPassage, add_passages, move_passages, remove_passages
-from retrieval.models import Posting, ScopeStats, TermStats
+from retrieval.models import PostingBlock, ScopeStats, TermStats
 from retrieval.tokenizer import search_tokens
 
 pytestmark = pytest.mark.django_db
@@ -91,6 +91,19 @@ def test_scores_stay_exact_after_deletions(texts, query, data):
     assert_scores_match_oracle(query, [scope], remaining)
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(documents, min_size=2, max_size=4), query=queries, gap=st.integers(0, 1500))
+def test_scores_stay_exact_when_passages_arrive_in_batches(batches, query, gap):
+    """Later uploads rewrite the posting blocks earlier ones wrote (ids 1,024 to a block), or start
+    new blocks after a gap in the ids."""
+    scope, corpus = next(scopes), {}
+    for texts in batches:
+        corpus.update(zip(index(scope, texts), texts, strict=True))
+        for _ in range(gap):
+            next(ids)
+    assert_scores_match_oracle(query, [scope], corpus)
+
+
 def test_statistics_come_from_the_readable_scopes_only():
     readable, hidden = next(scopes), next(scopes)
     visible = dict(
@@ -111,7 +124,7 @@ def test_removing_everything_leaves_no_statistics():
     remove_passages(index(scope, ["tenant payment", "audit refund"]))
     assert not ScopeStats.objects.filter(scope=scope).exists()
     assert not TermStats.objects.filter(scope=scope).exists()
-    assert not Posting.objects.filter(scope=scope).exists()
+    assert not PostingBlock.objects.filter(scope=scope).exists()
     assert bm25_top_k("tenant", scopes=[scope], k=5) == []
 
 
@@ -187,7 +200,7 @@ def test_a_search_statement_over_the_time_limit_is_stopped_with_a_reason(setting
     # Statistics as autovacuum would have them by now: planned with those of the earlier tests'
     # handful of postings, the search itself takes seconds, and 5 s would stop it too.
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE retrieval_posting, retrieval_passage")
+        cursor.execute("ANALYZE retrieval_postingblock, retrieval_passage")
     settings.RETRIEVAL_STATEMENT_TIMEOUT_MS = 1
     with pytest.raises(SearchTooCostly, match="longer than 0.001 s and was stopped"):
         bm25_top_k(" ".join(WORDS[:7]), scopes=[scope], k=10)

@@ -1,0 +1,125 @@
+"""BM25 postings packed in blocks: reading them for a query, and changing them with the passages.
+
+A block (`PostingBlock`) holds the postings of one term in one scope for the passages whose ids
+share `id >> BLOCK_BITS`: per passage its id, the term's frequency in it and its length, as
+`POSTING` records sorted by id. A query reads a few hundred such values instead of tens of
+thousands of rows, and scores them with numpy (README, Performance); blocks of neighbouring ids
+keep small what indexing a new passage rewrites, since new chunks get the highest ids.
+
+Writers to one scope take turns (`lock_scopes`): a block is read, changed and written back whole.
+"""
+
+from collections.abc import Iterable
+
+import numpy as np
+import psycopg
+from django.db import connection
+
+# Big-endian, so the migration from per-posting rows could pack them in SQL (int8send, int4send).
+POSTING = np.dtype([("passage", ">i8"), ("frequency", ">i4"), ("length", ">i4")])
+BLOCK_BITS = 10
+
+Key = tuple[str, int]  # (term, block)
+
+
+def block_of(passage_id: int) -> int:
+    return passage_id >> BLOCK_BITS
+
+
+def lock_scopes(scopes: Iterable[int]) -> None:
+    """Take the write turn of each scope until the transaction ends, in one order for everyone
+    (so two writers cannot wait for each other)."""
+    with connection.cursor() as cursor:
+        for scope in sorted(set(scopes)):
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('retrieval postings', %s))", [scope]
+            )
+
+
+def add(scope: int, new: dict[Key, np.ndarray]) -> None:
+    """Put postings (POSTING arrays by block) into the scope's blocks."""
+    stored = _read(scope, new)
+    _write(scope, {key: _merge(stored.get(key), rows) for key, rows in new.items()})
+
+
+def take(scope: int, keys: Iterable[Key], passage_ids: Iterable[int]) -> dict[Key, np.ndarray]:
+    """Remove the postings of the passages from the given blocks; returns what was removed."""
+    ids = np.fromiter(passage_ids, dtype=np.int64)
+    taken, kept = {}, {}
+    for key, rows in _read(scope, keys).items():
+        leaving = np.isin(rows["passage"], ids)
+        taken[key], kept[key] = rows[leaving], rows[~leaving]
+    _write(scope, kept)
+    return taken
+
+
+def read_for_query(terms: list[str], scopes: list[int]) -> tuple[list[str], list[int], np.ndarray]:
+    """Every posting of the terms in the scopes: the term of each block read, the number of
+    postings in it, and all the postings, block after block, ordered by term and block (so one
+    term's postings in one scope come in id order)."""
+    # Results in binary, on a psycopg cursor of Django's connection: as text (Django's cursors),
+    # each value came hex-encoded, and decoding it took more than half of the read.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            "SELECT term, postings FROM retrieval_postingblock"
+            " WHERE term = ANY(%s::text[]) AND scope = ANY(%s::bigint[]) ORDER BY term, block",
+            [terms, scopes],
+            binary=True,
+        )
+        rows = cursor.fetchall()
+    return (
+        [term for term, _ in rows],
+        [len(postings) // POSTING.itemsize for _, postings in rows],
+        np.frombuffer(b"".join(postings for _, postings in rows), dtype=POSTING),
+    )
+
+
+def _merge(stored: np.ndarray | None, new: np.ndarray) -> np.ndarray:
+    rows = new if stored is None else np.concatenate([stored, new])
+    return rows[np.argsort(rows["passage"], kind="stable")]
+
+
+def _read(scope: int, keys: Iterable[Key]) -> dict[Key, np.ndarray]:
+    keys = sorted(keys)
+    if not keys:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT b.term, b.block, b.postings FROM retrieval_postingblock b"
+            " JOIN unnest(%s::text[], %s::bigint[]) AS k(term, block)"
+            " ON k.term = b.term AND k.block = b.block"
+            " WHERE b.scope = %s",
+            [[term for term, _ in keys], [block for _, block in keys], scope],
+        )
+        return {
+            (term, block): np.frombuffer(bytes(postings), dtype=POSTING)
+            for term, block, postings in cursor.fetchall()
+        }
+
+
+def _write(scope: int, blocks: dict[Key, np.ndarray]) -> None:
+    """Store the blocks as they now are; an empty one is deleted."""
+    full = sorted(key for key, rows in blocks.items() if len(rows))
+    empty = sorted(key for key, rows in blocks.items() if not len(rows))
+    with connection.cursor() as cursor:
+        if full:
+            cursor.execute(
+                "INSERT INTO retrieval_postingblock (scope, term, block, postings)"
+                " SELECT %s, term, block, postings FROM unnest(%s::text[], %s::bigint[], %s::bytea[])"
+                " AS k(term, block, postings)"
+                " ON CONFLICT (term, scope, block) DO UPDATE SET postings = EXCLUDED.postings",
+                [
+                    scope,
+                    [term for term, _ in full],
+                    [block for _, block in full],
+                    # astype: np.concatenate returns native byte order, not the stored one.
+                    [blocks[key].astype(POSTING, copy=False).tobytes() for key in full],
+                ],
+            )
+        if empty:
+            cursor.execute(
+                "DELETE FROM retrieval_postingblock b"
+                " USING unnest(%s::text[], %s::bigint[]) AS k(term, block)"
+                " WHERE b.scope = %s AND b.term = k.term AND b.block = k.block",
+                [[term for term, _ in empty], [block for _, block in empty], scope],
+            )
