@@ -46,7 +46,10 @@ def unindex_terms(ids: list[int]) -> None:
     by_scope = _by_scope(ids)
     postings.lock_scopes(by_scope)
     for scope, passages in by_scope.items():
-        postings.take(scope, _keys(passages), [passage_id for passage_id, _, _ in passages])
+        if len(passages) == ScopeStats.objects.get(scope=scope).passages:
+            postings.drop_scope(scope)  # all of it goes: no block needs reading
+        else:
+            postings.take(scope, _keys(passages), [passage_id for passage_id, _, _ in passages])
         _count(scope, passages, sign=-1)
     _drop_empty_statistics()
 
