@@ -7,8 +7,9 @@ filter is part of the statistics, not applied after a top-k cut, and the inverse
 frequencies come from the readable scopes only, so scores reveal nothing about passages the user
 cannot read.
 
-`retrieval.index` keeps the postings and statistics current through `index_terms` and
-`unindex_terms`, in the transaction that makes passages visible or invisible.
+`retrieval.index` keeps the postings (`retrieval.postings`) and statistics current through
+`index_terms`, `unindex_terms` and `move_terms`, in the transaction that makes passages visible
+or invisible.
 """
 
 import json
@@ -69,7 +70,7 @@ def _by_scope(ids: list[int]) -> dict[int, list[tuple[int, int, list[str]]]]:
     """The indexed passages among `ids` by scope: (id, length, distinct terms) of each."""
     by_scope = defaultdict(list)
     for scope, passage_id, length, terms in Passage.objects.filter(id__in=ids).values_list(
-        "scope", "id", "length", "terms"
+        "scope", "id", "length", "terms__terms"
     ):
         by_scope[scope].append((passage_id, length, terms))
     return dict(by_scope)

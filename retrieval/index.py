@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from retrieval import bm25, cache
-from retrieval.models import Passage
+from retrieval.models import Passage, PassageTerms
 from retrieval.tokenizer import search_tokens
 
 
@@ -35,13 +35,16 @@ def add_passages(scope: int, passages: Iterable[NewPassage]) -> None:
                 scope=scope,
                 length=sum(counts.values()),
                 embedding=passage.embedding,
-                terms=sorted(counts),
             )
         )
     if not rows:
         return
     with transaction.atomic():
         Passage.objects.bulk_create(rows)
+        PassageTerms.objects.bulk_create(
+            PassageTerms(passage_id=passage_id, terms=sorted(counts))
+            for passage_id, counts in term_counts.items()
+        )
         bm25.index_terms(scope, term_counts)
         cache.scopes_changed({scope})
 

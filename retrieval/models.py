@@ -12,15 +12,13 @@ from pgvector.django import HnswIndex, VectorField
 
 
 class Passage(models.Model):
-    """A searchable passage: its scope, its length in search tokens, its embedding and its terms."""
+    """A searchable passage: its scope, its length in search tokens and its embedding."""
 
     id = models.BigIntegerField(primary_key=True)
     scope = models.BigIntegerField(db_index=True)
     length = models.PositiveIntegerField()
     # L2-normalised, so cosine distance ranks like the dot product; made by EmbeddingState.model.
     embedding = VectorField(dimensions=settings.KB_EMBEDDING_DIMENSIONS, null=True)
-    # Its distinct search terms: the posting blocks that hold it, for removing or moving it.
-    terms = ArrayField(models.TextField(), default=list)
 
     class Meta:
         indexes = [
@@ -35,6 +33,18 @@ class Passage(models.Model):
 
     def __str__(self):
         return f"passage {self.id} (scope {self.scope})"
+
+
+class PassageTerms(models.Model):
+    """A passage's distinct search terms: the posting blocks that hold it, for removing or moving
+    it. A table of their own: in the passage table they pushed the vectors out of line (TOAST),
+    and exact vector scans became five times slower."""
+
+    passage = models.OneToOneField(Passage, primary_key=True, on_delete=models.CASCADE, related_name="terms")
+    terms = ArrayField(models.TextField())
+
+    def __str__(self):
+        return f"terms of passage {self.passage_id}"
 
 
 class PostingBlock(models.Model):

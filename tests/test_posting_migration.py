@@ -7,7 +7,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from retrieval.bm25 import bm25_top_k
-from retrieval.models import Passage
+from retrieval.models import PassageTerms
 from retrieval.tokenizer import search_tokens
 from tests.test_bm25 import okapi
 
@@ -78,7 +78,7 @@ def test_packed_postings_score_as_before_and_unpack_to_the_same_rows(index_as_ro
         assert {pid for pid, _ in found} == {
             pid for pid in CORPUS if set(search_tokens(query)) & set(search_tokens(CORPUS[pid]))
         }
-    assert dict(Passage.objects.values_list("id", "terms")) == {
+    assert dict(PassageTerms.objects.values_list("passage_id", "terms")) == {
         pid: sorted(set(search_tokens(text))) for pid, text in CORPUS.items()
     }
     migrate(BEFORE)

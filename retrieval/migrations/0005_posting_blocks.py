@@ -1,4 +1,5 @@
 import django.contrib.postgres.fields
+import django.db.models.deletion
 from django.db import migrations, models
 
 # Pack each (scope, term, block of 1,024 passage ids)'s postings as retrieval.postings.POSTING
@@ -9,10 +10,8 @@ SELECT scope, term, passage_id >> 10,
        string_agg(int8send(passage_id) || int4send(frequency) || int4send(length), ''::bytea
                   ORDER BY passage_id)
 FROM retrieval_posting GROUP BY scope, term, passage_id >> 10;
-UPDATE retrieval_passage AS p SET terms = t.terms
-FROM (SELECT passage_id, array_agg(term ORDER BY term) AS terms
-      FROM retrieval_posting GROUP BY passage_id) AS t
-WHERE t.passage_id = p.id;
+INSERT INTO retrieval_passageterms (passage_id, terms)
+SELECT passage_id, array_agg(term ORDER BY term) FROM retrieval_posting GROUP BY passage_id;
 """
 
 UNPACK = """
@@ -54,12 +53,24 @@ class Migration(migrations.Migration):
             "ALTER TABLE retrieval_postingblock ALTER COLUMN postings SET STORAGE EXTERNAL",
             migrations.RunSQL.noop,
         ),
-        migrations.AddField(
-            model_name="passage",
-            name="terms",
-            field=django.contrib.postgres.fields.ArrayField(
-                base_field=models.TextField(), default=list, size=None
-            ),
+        migrations.CreateModel(
+            name="PassageTerms",
+            fields=[
+                (
+                    "passage",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="terms",
+                        serialize=False,
+                        to="retrieval.passage",
+                    ),
+                ),
+                (
+                    "terms",
+                    django.contrib.postgres.fields.ArrayField(base_field=models.TextField(), size=None),
+                ),
+            ],
         ),
         migrations.RunSQL(PACK, UNPACK),
         migrations.DeleteModel(
