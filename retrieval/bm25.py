@@ -28,18 +28,15 @@ from retrieval.tokenizer import search_tokens
 
 def index_terms(scope: int, term_counts: dict[int, Counter]) -> None:
     """Write the postings of new passages (id -> term frequencies) and add them to the statistics."""
-    grouped = defaultdict(list)
+    grouped, passages = defaultdict(list), []
     for passage_id, counts in term_counts.items():
         length = sum(counts.values())
+        passages.append((passage_id, length, list(counts)))
         for term, frequency in counts.items():
             grouped[(term, postings.block_of(passage_id))].append((passage_id, frequency, length))
     postings.lock_scopes([scope])
     postings.add(scope, {key: np.array(rows, dtype=postings.POSTING) for key, rows in grouped.items()})
-    frequencies = Counter()
-    for counts in term_counts.values():
-        frequencies.update(counts.keys())
-    length = sum(sum(counts.values()) for counts in term_counts.values())
-    _adjust(scope, len(term_counts), length, frequencies)
+    _count(scope, passages, sign=1)
 
 
 def unindex_terms(ids: list[int]) -> None:

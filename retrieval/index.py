@@ -30,12 +30,7 @@ def add_passages(scope: int, passages: Iterable[NewPassage]) -> None:
         counts = Counter(search_tokens(passage.text))
         term_counts[passage.id] = counts
         rows.append(
-            Passage(
-                id=passage.id,
-                scope=scope,
-                length=sum(counts.values()),
-                embedding=passage.embedding,
-            )
+            Passage(id=passage.id, scope=scope, length=sum(counts.values()), embedding=passage.embedding)
         )
     if not rows:
         return
