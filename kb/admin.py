@@ -31,7 +31,7 @@ from kb.presets import apply_preset
 from kb.selectors import can_curate, curated_collections
 from kb.services import audit
 from kb.services.audit import audit_csv_rows
-from kb.services.documents import set_hidden
+from kb.services.documents import delete_collection, set_hidden
 from kb.services.ingestion import UploadRejected, reindex_document, upload_document
 from kb.services.rate_limits import RateLimited, consume
 from kb.services.sensitive_terms import TermImportError, import_terms_csv
@@ -131,6 +131,13 @@ class CuratedAdmin(AuditedAdmin):
     def has_add_permission(self, request):
         return False  # documents come from uploads, collections from administrators
 
+    def get_deleted_objects(self, objs, request):
+        # Versions and chunks are never deleted on their own (their admins refuse it), but they go
+        # with their document or collection: that refusal must not block deleting those.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        contents = {str(DocumentVersion._meta.verbose_name), str(Chunk._meta.verbose_name)}
+        return deleted, counts, {name for name in perms_needed if str(name) not in contents}, protected
+
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.related_model is Collection:
             # A document moves only between collections its curator curates.
@@ -199,6 +206,13 @@ class CollectionAdmin(CuratedAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return request.user.is_active and request.user.is_superuser
+
+    def delete_model(self, request, obj):
+        delete_collection(obj)
+
+    def delete_queryset(self, request, queryset):
+        for collection in queryset:
+            delete_collection(collection)
 
     def save_model(self, request, obj, form, change):
         if not change:

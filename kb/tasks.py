@@ -67,9 +67,12 @@ def prepare_worker_process(**kwargs) -> None:
     would oversubscribe the CPU, while one process parsing and another embedding overlap well.
     The ingestion models are loaded before the first task."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     concurrency = int(os.environ.get("KB_WORKER_CONCURRENCY", "1"))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // concurrency))
+    threads = max(1, (os.cpu_count() or 1) // concurrency)
+    torch.set_num_threads(threads)
+    threadpool_limits(threads, user_api="blas")  # numpy's BLAS, which spaCy multiplies with
     # The same variable chooses the worker's queues (kb.stack); unset, it consumes them all.
     every_queue = ",".join(queue.name for queue in settings.CELERY_TASK_QUEUES)
     queues = os.environ.get("KB_WORKER_QUEUES") or every_queue

@@ -8,7 +8,17 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from kb.models import Answer, AnswerSentence, AuditEvent, Citation, Collection, Feedback, Question, Review
+from kb.models import (
+    Answer,
+    AnswerSentence,
+    AuditEvent,
+    Chunk,
+    Citation,
+    Collection,
+    Feedback,
+    Question,
+    Review,
+)
 from kb.services.ingestion import process_version
 from kb.services.search import search_chunks
 from tests.test_search_access import ingest
@@ -92,6 +102,22 @@ def test_hidden_documents_leave_every_search_until_shown_again(
     assert search_chunks(hr["alice"], "annual leave lapse")
     events = AuditEvent.objects.filter(object_id=str(leave.pk), action__in=["hide", "show"])
     assert [event.action for event in events] == ["show", "hide"]
+
+
+def test_a_curator_deletes_a_document_with_its_versions_and_chunks(
+    client, hr, django_capture_on_commit_callbacks
+):
+    leave = hr["leave"]
+    ingest(hr["collection"], "leave.md", LEAVE + b"Unused days lapse in March.\n")  # a second version
+    client.force_login(hr["carol"])
+    confirm = client.get(f"/admin/kb/document/{leave.pk}/delete/")
+    assert confirm.status_code == 200 and b"Chunk" in confirm.content  # listed as going with it
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/admin/kb/document/{leave.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Chunk.objects.filter(version__document_id=leave.pk).exists()
+    assert search_chunks(hr["alice"], "annual leave") == []
+    assert AuditEvent.objects.filter(action="delete", object_id=str(leave.pk)).exists()
 
 
 def test_the_chunk_browser_shows_a_documents_chunks(client, hr):

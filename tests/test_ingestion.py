@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from kb.models import AuditEvent, Chunk, Collection, Document, DocumentVersion
 from kb.selectors import current_chunks
+from kb.services.documents import HIDDEN_SCOPE, set_hidden
 from kb.services.ingestion import (
     UploadRejected,
     process_version,
@@ -27,7 +28,7 @@ from kb.services.job_locks import INGESTION
 from kb.stack.layout import PROJECT_DIR
 from kb.tasks import embed_version
 from retrieval.bm25 import bm25_top_k
-from retrieval.models import Passage, ScopeStats
+from retrieval.models import Passage, PostingBlock, ScopeStats
 from tests.conftest import WorkerProcess, database_url, purge_task_queues
 
 State = DocumentVersion.JobState
@@ -229,6 +230,33 @@ def test_bm25_index_follows_new_versions_and_deletion():
     Document.objects.get(pk=second.document_id).delete()
     assert found("deposit", collection) == []
     assert not ScopeStats.objects.filter(scope=collection.pk).exists()
+
+
+@pytest.mark.django_db
+def test_a_collection_deleted_in_the_admin_leaves_the_index_with_its_hidden_documents(client, admin_user):
+    doomed, kept = Collection.objects.create(name="Old policies"), Collection.objects.create(name="Current")
+    versions = [
+        upload(doomed, "rent.md", b"# Rent\n\nTenants pay the rent monthly."),
+        upload(doomed, "deposit.md", b"# Deposit\n\nTenants pay a rent deposit once."),
+        upload(kept, "rent.md", b"# Rent\n\nThe rent is due on the first day."),
+        upload(kept, "hidden.md", b"# Hidden\n\nA hidden note on rent."),
+    ]
+    for version in versions:
+        process_version(version.pk)
+    set_hidden(versions[1].document, True, user=admin_user)
+    set_hidden(versions[3].document, True, user=admin_user)
+    client.force_login(admin_user)
+
+    response = client.post(f"/admin/kb/collection/{doomed.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Chunk.objects.filter(version__document__collection_id=doomed.pk).exists()
+    assert not PostingBlock.objects.filter(scope=doomed.pk).exists()
+    kept_passages = [(versions[2].chunks.get().pk, kept.pk), (versions[3].chunks.get().pk, HIDDEN_SCOPE)]
+    assert set(Passage.objects.values_list("id", "scope")) == set(kept_passages)
+    for passage, scope in kept_passages:
+        assert [pid for pid, _ in bm25_top_k("rent", scopes=[scope], k=10)] == [passage]
+    assert AuditEvent.objects.filter(action="delete", object_repr="Old policies").exists()
 
 
 @pytest.mark.django_db

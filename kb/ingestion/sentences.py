@@ -34,10 +34,18 @@ class Sentence:
 @functools.cache
 def english_pipeline():
     """spaCy with only what sentences and entities need: the statistical sentence recogniser
-    replaces the slower dependency parser, and tagging/lemmas are not used at all."""
-    import spacy
+    replaces the slower dependency parser, and tagging/lemmas are not used at all.
 
-    nlp = spacy.load(settings.KB_SPACY_MODEL, exclude=["tagger", "attribute_ruler", "lemmatizer", "parser"])
+    Its layers multiply matrices with numpy's BLAS instead of thinc's default, blis: on the dev
+    documents the same sentences and entities came 1.6x as fast (18.0 -> 11.6 s, one thread).
+    The layers keep the operations they were built with, hence the choice at load time."""
+    import spacy
+    from thinc.api import use_ops
+
+    with use_ops("numpy", use_blis=False):
+        nlp = spacy.load(
+            settings.KB_SPACY_MODEL, exclude=["tagger", "attribute_ruler", "lemmatizer", "parser"]
+        )
     nlp.enable_pipe("senter")
     return nlp
 

@@ -11,6 +11,7 @@ from django.conf import settings
 from kb.answering.sensitive_terms import Action, Term, TermMatcher, term_key
 from kb.ingestion.parsing import parse_document
 from kb.models import Collection, DocumentVersion
+from kb.services.documents import delete_collection
 from kb.services.ingestion import chunk_windows, embedding_input, finish_jobs, upload_document
 from retrieval import cache as retrieval_cache
 from retrieval.embedding import embed_passages, load_encoder
@@ -56,7 +57,7 @@ def bench_ingest(*, docs: Path) -> dict:
         embed_passages(model, inputs, batch_size=settings.KB_EMBEDDING_BATCH)
         encode_seconds = time.perf_counter() - encode_started
     finally:
-        collection.delete()
+        delete_collection(collection)
     pipeline_rate = chunks / pipeline_seconds
     encode_rate = len(inputs) / encode_seconds
     return {

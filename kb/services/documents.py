@@ -1,4 +1,5 @@
-"""Changes curators make to documents outside ingestion: delete, hide and show again.
+"""Changes curators make to documents outside ingestion: delete, hide and show again; and
+collections deleted with all their documents.
 
 A hidden document stays stored with its versions, but its passages move to a search scope that
 no collection has, so no search, answer or statistic counts it until it is shown again; the move
@@ -7,7 +8,7 @@ happens in one transaction (retrieval.index.move_passages), with the cache versi
 
 from django.db import transaction
 
-from kb.models import Chunk, Document
+from kb.models import Chunk, Collection, Document
 from kb.services import audit
 from retrieval import index
 
@@ -26,6 +27,21 @@ def delete_document(document: Document, *, user, request=None) -> None:
     transaction (kb.signals), so no later search or answer finds it."""
     audit.record(action="delete", actor=user, target=document, request=request)
     document.delete()
+
+
+@transaction.atomic
+def delete_collection(collection: Collection) -> None:
+    """Delete a collection with its documents (the caller records it in the audit trail).
+
+    Its passages leave the index first, all at once: a scope emptied drops its posting blocks
+    without reading them, where the cascade alone would rewrite those blocks once per document
+    (kb.signals; Django signals the documents before their collection). The documents' own
+    receivers then find nothing left to remove.
+    """
+    index.remove_passages(
+        Chunk.objects.filter(version__document__collection=collection).values_list("id", flat=True)
+    )
+    collection.delete()
 
 
 @transaction.atomic

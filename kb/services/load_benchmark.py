@@ -31,6 +31,7 @@ from django.contrib.auth.models import Group
 from django.core.files.storage import default_storage
 
 from kb.models import Answer, Collection, DocumentVersion
+from kb.services.documents import delete_collection
 from kb.services.evaluation import load_questions
 from kb.services.ingestion import finish_jobs, upload_document
 from kb.services.tokens import create_token
@@ -242,7 +243,7 @@ def remove_fixture(fixture: LoadFixture, *, uploaded: list[int] = ()) -> None:
     answers = list(
         Answer.objects.filter(questions__user__in=fixture.users).values_list("pk", flat=True).distinct()
     )
-    fixture.collection.delete()
+    delete_collection(fixture.collection)
     get_user_model().objects.filter(pk__in=[user.pk for user in fixture.users]).delete()
     Answer.objects.filter(pk__in=answers, questions__isnull=True).delete()
     fixture.group.delete()
