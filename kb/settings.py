@@ -111,8 +111,11 @@ TEMPLATES = [
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 # No persistent connections: under ASGI every request runs in a thread of its own, and a kept
-# connection per thread exhausted PostgreSQL's 100 under `bench load` (README, Performance).
-CONN_MAX_AGE = int(os.environ.get("CONN_MAX_AGE", "0"))
+# connection per thread exhausted PostgreSQL's 100 under `bench load` (README, Performance). The
+# web server keeps a pool instead (KB_DB_POOL_SIZE, set by ./run for it alone): a Celery worker
+# forks after Django is set up, and a pool's threads do not survive a fork.
+KB_DB_POOL_SIZE = int(os.environ.get("KB_DB_POOL_SIZE", "0"))
+CONN_MAX_AGE = 0 if KB_DB_POOL_SIZE else int(os.environ.get("CONN_MAX_AGE", "0"))
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=CONN_MAX_AGE)}
 else:
@@ -126,6 +129,16 @@ else:
         }
     }
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if KB_DB_POOL_SIZE:
+    # Answers give their connection back while the engine writes (kb.services.connections), so the
+    # pool is sized by searches, not by asks. A request that waits 5 s for one is answered 503
+    # database_unavailable: PostgreSQL is down (the pool then waits out its whole timeout) or
+    # overloaded.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(2, KB_DB_POOL_SIZE),
+        "max_size": KB_DB_POOL_SIZE,
+        "timeout": 5,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache and Celery -----------------------------------------------------------------

@@ -13,11 +13,13 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 
+from asgiref.sync import sync_to_async
 from django.db import connections
 from django.http import StreamingHttpResponse
 
 from kb.api.errors import service_error
 from kb.models import Question
+from kb.services.connections import release_connection
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,9 @@ async def _events(ask: Ask, payload: Payload, final_event: str) -> AsyncIterator
         finally:
             connections.close_all()  # this thread's connections; Django closes its own threads' only
 
+    # The request's own thread would hold its connection until the stream ends; the answer takes
+    # one of its own in its thread.
+    await sync_to_async(release_connection)()
     threading.Thread(target=work, name="answer-stream", daemon=True).start()
     while True:
         name, data = await queue.get()

@@ -270,6 +270,9 @@ def web_server(django_db_setup, django_db_blocker, engine_url, tmp_path_factory)
         ENGINE_URLS=engine_url,
         **{name: str(value) for name, value in SMALL_ANSWER_SETTINGS.items()},
         **LENIENT_FACTCHECK,
+        # Pooled as ./run serves it, with a pool small enough to show a request that holds on to
+        # its connection (tests/api/test_api_live.py).
+        KB_DB_POOL_SIZE="2",
     )
     # The pages use hashed static file names, as in production, so collect them as ./run does.
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], env=env, check=True)

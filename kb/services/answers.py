@@ -30,6 +30,7 @@ from kb.ingestion.language import CHINESE, detect_language
 from kb.models import Answer, AnswerSentence, Citation, Collection, Conversation, Question
 from kb.presets import FactcheckPolicy
 from kb.services import audit
+from kb.services.connections import release_connection
 from kb.services.conversations import Standalone, standalone
 from kb.services.query_transforms import transformed_search
 from kb.services.search import Result, chunks_for, search_scopes
@@ -247,6 +248,7 @@ def _generate(messages: list[dict[str, str]], on_token: Callable[[str], None] | 
     started = time.monotonic()
     deadline = started + settings.KB_ANSWER_TIMEOUT
     first_token_ms, parts = None, []
+    release_connection()
     stream = chat_stream(
         settings.ENGINE_URLS,
         messages,

@@ -5,10 +5,12 @@ retried, since whatever calls it has a fallback and a busy engine should get the
 from django.conf import settings
 
 from inference.client import EngineRequestRejected, EngineUnavailable, chat
+from kb.services.connections import release_connection
 
 
 def pre_search_generation(messages: list[dict[str, str]], *, max_tokens: int) -> str | None:
     """The engine's greedy reply, or None when it is down, busy, slow or refuses the request."""
+    release_connection()
     try:
         return chat(
             settings.ENGINE_URLS,

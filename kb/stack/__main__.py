@@ -308,6 +308,9 @@ def _worker_service(concurrency: str) -> Service:
 
 KEEP_ALIVE_SECONDS = 75
 
+# Database connections each web process keeps open for its requests (KB_DB_POOL_SIZE).
+DEFAULT_WEB_POOL_SIZE = 10
+
 
 def _web_address() -> tuple[str, int]:
     return os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
@@ -321,7 +324,8 @@ def _web_service(host: str, port: int) -> Service:
     # keep-alive: 60 s), so that the server never closes one just as a client sends on it (seen as
     # connection errors under `bench load` with uvicorn's default of 5 s).
     command += ["--timeout-keep-alive", str(KEEP_ALIVE_SECONDS)]
-    return Service("web", command)
+    pool = os.environ.get("KB_DB_POOL_SIZE", str(DEFAULT_WEB_POOL_SIZE))
+    return Service("web", command, env={"KB_DB_POOL_SIZE": pool})
 
 
 def _stop_leftover_app_processes(layout: Layout) -> None:
@@ -391,7 +395,8 @@ def single(name: str) -> int:
         env["KB_WORKER_CONCURRENCY"] = _worker_concurrency()
         command = _worker_service(env["KB_WORKER_CONCURRENCY"]).command
     else:
-        command = _web_service(*_web_address()).command
+        web = _web_service(*_web_address())
+        command, env = web.command, {**env, **web.env}
     os.execve(command[0], command, env)
 
 

@@ -24,6 +24,8 @@ class Service:
     stop_timeout: float = 10.0
     # How much lower its CPU priority is than the web server's (a nice value, 0 to 19).
     nice: int = 0
+    # Variables of its own, over the supervisor's environment.
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
     restarts: deque = field(default_factory=lambda: deque(maxlen=MAX_RESTARTS))
 
@@ -111,7 +113,7 @@ class Supervisor:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=self.env,
+            env={**self.env, **service.env},
             # Own session: Ctrl-C reaches only the supervisor, which then stops children in order.
             start_new_session=True,
             preexec_fn=functools.partial(_lower_priority, service.nice) if service.nice else None,

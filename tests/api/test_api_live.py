@@ -2,6 +2,7 @@
 answered by a real Celery worker."""
 
 import json
+import threading
 import time
 
 import httpx
@@ -63,6 +64,32 @@ def test_ask_streams_tokens_as_they_are_written_then_the_answer(web_server, toke
     assert answer_at - first_token_at > 0.2
     bad = httpx.post(f"{web_server}/api/v1/ask", json={"question": "", "stream": True}, headers=headers)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
+
+
+def test_an_answer_holds_no_database_connection_while_the_engine_writes(web_server, token):
+    """The test server's pool has two connections (conftest): were the streaming request and its
+    answer to keep theirs while the engine writes, a search sent meanwhile would wait for the
+    answer to end."""
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"question": "Who approves leave requests?", "stream": True}
+    searched_at = []
+
+    def search():
+        response = httpx.post(f"{web_server}/api/v1/search", json={"query": "annual leave"}, headers=headers)
+        searched_at.append((response.status_code, time.monotonic()))
+
+    searching = threading.Thread(target=search)
+    with httpx.stream(
+        "POST", f"{web_server}/api/v1/ask", json=body, headers=headers, timeout=120
+    ) as response:
+        for line in response.iter_lines():
+            if line == "event: token" and searching.ident is None:
+                searching.start()
+            if line == "event: answer":
+                answered_at = time.monotonic()
+    searching.join(timeout=60)
+    [(status, finished_at)] = searched_at
+    assert status == 200 and finished_at < answered_at
 
 
 def test_a_batch_is_answered_by_the_worker(web_server, token, celery_worker, engine_url):

@@ -222,11 +222,12 @@ def test_an_idle_scheduler_with_max_wait_starts_a_burst_together(int8_runner, to
 def test_requests_whose_first_token_would_come_after_their_timeout_are_refused_or_dropped(
     int8_runner, tokenizer, prompts
 ):
-    """One row: B queues behind A with a 0.5 s timeout (nothing measured yet, so it is let in), waits
-    longer than that for A's 40 tokens, and is dropped unstarted when its turn comes. Then the engine
-    knows its waits: C, queued behind D with a timeout shorter than any prefill, is refused at once.
-    E waits out D's answer (up to 100 tokens), which lifts the average wait over F's timeout; F,
-    alone on the idle engine, is still let in and answered: only a full batch makes a request wait."""
+    """One row: B queues behind A with a 0.05 s timeout (nothing measured yet, so it is let in), waits
+    longer than that for A's 40 tokens (0.5 s was not enough on a fast machine), and is dropped
+    unstarted when its turn comes. Then the engine knows its waits: C, queued behind D with a timeout
+    shorter than any prefill, is refused at once. E waits out D's answer (up to 100 tokens), which
+    lifts the average wait over F's timeout; F, alone on the idle engine, is still let in and
+    answered: only a full batch makes a request wait."""
     events = {name: [] for name in "ABCDEF"}
     done = threading.Semaphore(0)
 
@@ -241,7 +242,7 @@ def test_requests_whose_first_token_would_come_after_their_timeout_are_refused_o
     short = SamplingParams(temperature=0.0, max_tokens=4)
     try:
         scheduler.submit(GenerationRequest(prompts[0], long, collector("A")))
-        scheduler.submit(GenerationRequest(prompts[1], short, collector("B"), first_token_timeout=0.5))
+        scheduler.submit(GenerationRequest(prompts[1], short, collector("B"), first_token_timeout=0.05))
         assert done.acquire(timeout=60) and done.acquire(timeout=60)
         scheduler.submit(GenerationRequest(prompts[0], longer, collector("D")))
         with pytest.raises(QueueWaitTooLong, match="the 0.001 s its client waits"):
@@ -256,7 +257,7 @@ def test_requests_whose_first_token_would_come_after_their_timeout_are_refused_o
         scheduler.stop()
     assert events["A"][-1].finish_reason == "length" and len(events["A"]) == 40
     [expired] = events["B"]
-    assert isinstance(expired, QueueWaitTooLong) and expired.timeout == 0.5
+    assert isinstance(expired, QueueWaitTooLong) and expired.timeout == 0.05
     assert events["C"] == [] and events["D"][-1].finish_reason
     assert events["E"][-1].finish_reason and events["F"][-1].finish_reason
     rendered = metrics.render(queue_depth=0, active_sequences=0, max_batch=1, models=[])
