@@ -133,11 +133,14 @@ if KB_DB_POOL_SIZE:
     # Answers give their connection back while the engine writes (kb.services.connections), so the
     # pool is sized by searches, not by asks. A request that waits 5 s for one is answered 503
     # database_unavailable: PostgreSQL is down (the pool then waits out its whole timeout) or
-    # overloaded.
+    # overloaded. The pool retries a lost connection with a doubling delay; giving up after 4 s
+    # (the next request that waits tries again at once) keeps it from sleeping through the
+    # server's return after a long outage.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": min(2, KB_DB_POOL_SIZE),
         "max_size": KB_DB_POOL_SIZE,
         "timeout": 5,
+        "reconnect_timeout": 4,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
