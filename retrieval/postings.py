@@ -9,6 +9,7 @@ keep small what indexing a new passage rewrites, since new chunks get the highes
 Writers to one scope take turns (`lock_scopes`): a block is read, changed and written back whole.
 """
 
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -132,11 +133,16 @@ def _write(scope: int, blocks: dict[Key, np.ndarray]) -> None:
                 ],
             )
         if empty:
-            cursor.execute(
-                "DELETE FROM retrieval_postingblock b"
-                " USING unnest(%s::text[], %s::bigint[]) AS k(term, block)"
-                " WHERE b.scope = %s AND b.term = k.term AND b.block = k.block",
-                [[term for term, _ in empty], [block for _, block in empty], scope],
+            # A statement per block, each a lookup in the unique index. Joined with the list of
+            # pairs, the delete was planned as a nested loop over every block of the scope while
+            # its statistics were stale (see _read): 1.4 s to remove one dev document.
+            terms_by_block = defaultdict(list)
+            for term, block in empty:
+                terms_by_block[block].append(term)
+            cursor.executemany(
+                "DELETE FROM retrieval_postingblock"
+                " WHERE scope = %s AND block = %s AND term = ANY(%s::text[])",
+                [(scope, block, terms) for block, terms in sorted(terms_by_block.items())],
             )
 
 

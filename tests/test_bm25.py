@@ -119,6 +119,22 @@ def test_statistics_come_from_the_readable_scopes_only():
     assert {pid for pid, _ in bm25_top_k("tenant", scopes=[readable], k=50)} <= set(visible)
 
 
+def test_blocks_emptied_by_a_removal_are_deleted_and_the_others_kept():
+    scope = next(scopes)
+    first, staying = index(scope, ["tenant payment", "audit refund"])
+    for _ in range(1024):  # the next passage falls in the following block
+        next(ids)
+    (second,) = index(scope, ["tenant payment"])
+    remove_passages([first, second])
+    assert {
+        (term, block) for term, block in PostingBlock.objects.filter(scope=scope).values_list("term", "block")
+    } == {
+        ("audit", staying >> 10),
+        ("refund", staying >> 10),
+    }
+    assert_scores_match_oracle("tenant audit", [scope], {staying: "audit refund"})
+
+
 def test_removing_everything_leaves_no_statistics():
     scope = next(scopes)
     remove_passages(index(scope, ["tenant payment", "audit refund"]))
