@@ -95,7 +95,7 @@ def _read(scope: int, keys: Iterable[Key]) -> dict[Key, np.ndarray]:
     """The stored blocks among `keys`. Filtered by terms and by blocks, then to the exact pairs here:
     joined with the pairs instead, the query was planned as a nested loop over every block of the
     scope whenever the scope's statistics were stale, as they are while a new collection fills
-    (120-250 ms a document on the dev corpus instead of 3 ms, and growing with the scope)."""
+    (115-250 ms a document on the dev corpus instead of 3 ms, and growing with the scope)."""
     keys = set(keys)
     if not keys:
         return {}
