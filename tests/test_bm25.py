@@ -14,6 +14,7 @@ from retrieval.bm25 import bm25_top_k
 from retrieval.errors import SearchTooCostly
 from retrieval.index import NewPassage, add_passages, move_passages, remove_passages
 from retrieval.models import PostingBlock, ScopeStats, TermStats
+from retrieval.postings import BLOCK_BITS, block_of
 from retrieval.tokenizer import search_tokens
 
 pytestmark = pytest.mark.django_db
@@ -122,15 +123,15 @@ def test_statistics_come_from_the_readable_scopes_only():
 def test_blocks_emptied_by_a_removal_are_deleted_and_the_others_kept():
     scope = next(scopes)
     first, staying = index(scope, ["tenant payment", "audit refund"])
-    for _ in range(1024):  # the next passage falls in the following block
+    for _ in range(1 << BLOCK_BITS):  # the next passage falls in the following block
         next(ids)
     (second,) = index(scope, ["tenant payment"])
     remove_passages([first, second])
     assert {
         (term, block) for term, block in PostingBlock.objects.filter(scope=scope).values_list("term", "block")
     } == {
-        ("audit", staying >> 10),
-        ("refund", staying >> 10),
+        ("audit", block_of(staying)),
+        ("refund", block_of(staying)),
     }
     assert_scores_match_oracle("tenant audit", [scope], {staying: "audit refund"})
 
