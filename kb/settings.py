@@ -201,10 +201,20 @@ KB_ENGINE_ADMIN_TOKEN = os.environ.get("KB_ENGINE_ADMIN_TOKEN", "")
 
 # --- Answers ---------------------------------------------------------------------------------
 
-# Chunks retrieved for an answer, and the excerpt of each that goes into the prompt (characters).
-# The CPU prefills about 60 tokens/s (README, Performance), so the prompt is kept to a few hundred.
+# Chunks retrieved for an answer, and the excerpt of each that goes into the prompt (characters,
+# by rank; sources past the list get its last size). The CPU prefills about 300 tokens/s (README,
+# Performance), so the prompt is kept under a thousand tokens. The best-ranked chunk gets the most
+# room: on dev it holds the evidence most often (README, Performance).
 KB_ANSWER_SOURCES = int(os.environ.get("KB_ANSWER_SOURCES", "5"))
-KB_ANSWER_SOURCE_CHARS = int(os.environ.get("KB_ANSWER_SOURCE_CHARS", "600"))
+_source_chars = os.environ.get("KB_ANSWER_SOURCE_CHARS", "1000,600,400")
+try:
+    KB_ANSWER_SOURCE_CHARS = [int(size) for size in _source_chars.split(",")]
+except ValueError:
+    KB_ANSWER_SOURCE_CHARS = []
+if not KB_ANSWER_SOURCE_CHARS or min(KB_ANSWER_SOURCE_CHARS) < 1:
+    raise ImproperlyConfigured(
+        f"KB_ANSWER_SOURCE_CHARS must be positive sizes in characters, comma-separated, not {_source_chars!r}"
+    )
 KB_ANSWER_MAX_TOKENS = int(os.environ.get("KB_ANSWER_MAX_TOKENS", "96"))
 # Seconds an answer may take in the engine before the user gets the sources instead.
 KB_ANSWER_TIMEOUT = float(os.environ.get("KB_ANSWER_TIMEOUT", "120"))

@@ -239,9 +239,14 @@ SMALL_ANSWER_SETTINGS = {
     "KB_ENGINE_MODEL": "smollm2-135m-instruct",
     "KB_REWRITE_MODEL": "smollm2-135m-instruct",
     "KB_ANSWER_SOURCES": 2,
-    "KB_ANSWER_SOURCE_CHARS": 300,
+    "KB_ANSWER_SOURCE_CHARS": [300],
     "KB_ANSWER_MAX_TOKENS": 48,
     "KB_SENSITIVE_TERMS_REFRESH_SECONDS": 0,
+}
+# The same, as a child process reads them from its environment.
+SMALL_ANSWER_ENVIRONMENT = {
+    name: ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    for name, value in SMALL_ANSWER_SETTINGS.items()
 }
 
 
@@ -268,7 +273,7 @@ def web_server(django_db_setup, django_db_blocker, engine_url, tmp_path_factory)
     env = child_environment(
         DATABASE_URL=database_url(connection.settings_dict),
         ENGINE_URLS=engine_url,
-        **{name: str(value) for name, value in SMALL_ANSWER_SETTINGS.items()},
+        **SMALL_ANSWER_ENVIRONMENT,
         **LENIENT_FACTCHECK,
         # Pooled as ./run serves it, with a pool small enough to show a request that holds on to
         # its connection (tests/api/test_api_live.py).

@@ -37,7 +37,7 @@ def dev_set(tmp_path):
 def test_generation_benchmark_measures_both_precisions_batches_and_the_answer_prompt(
     smollm2_builds, dev_set, settings
 ):
-    settings.KB_ANSWER_SOURCES, settings.KB_ANSWER_SOURCE_CHARS = 2, 300
+    settings.KB_ANSWER_SOURCES, settings.KB_ANSWER_SOURCE_CHARS = 2, [300]
     docs, questions = dev_set
     steps = []
     report = bench_generation(

@@ -20,7 +20,7 @@ from kb.services.tokens import create_token
 from kb.stack.layout import PROJECT_DIR
 from tests.conftest import (
     LENIENT_FACTCHECK,
-    SMALL_ANSWER_SETTINGS,
+    SMALL_ANSWER_ENVIRONMENT,
     TEST_CONTEXT_TOKENS,
     child_environment,
     database_url,
@@ -52,7 +52,7 @@ def sql(query: str, *params) -> list[tuple]:
 
 def app_environment(**extra: str) -> dict[str, str]:
     """What a container of deploy/ gets: the shared servers, and settings sized for SmolLM2."""
-    answering = {name: str(value) for name, value in SMALL_ANSWER_SETTINGS.items()}
+    answering = SMALL_ANSWER_ENVIRONMENT
     environment = {"DATABASE_URL": database_url(connection.settings_dict), **answering, **LENIENT_FACTCHECK}
     return child_environment(**(environment | extra))
 

@@ -52,3 +52,13 @@ def test_deploy_checks_catch_debug_in_production(tmp_path):
     result = deploy_check(tmp_path, DEBUG="1")
     assert result.returncode != 0
     assert "DEBUG" in result.stderr + result.stdout
+
+
+def test_excerpt_sizes_are_read_by_rank_and_a_bad_list_is_named(tmp_path):
+    code = "from django.conf import settings; print(settings.KB_ANSWER_SOURCE_CHARS)"
+    sizes = run_python(code, KB_VAR_DIR=str(tmp_path), KB_ANSWER_SOURCE_CHARS="900, 500")
+    assert sizes.returncode == 0, sizes.stderr
+    assert sizes.stdout.strip() == "[900, 500]"
+    bad = run_python(code, KB_VAR_DIR=str(tmp_path), KB_ANSWER_SOURCE_CHARS="900,lots")
+    assert bad.returncode != 0
+    assert "KB_ANSWER_SOURCE_CHARS must be positive sizes in characters" in bad.stderr

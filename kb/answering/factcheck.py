@@ -26,6 +26,9 @@ from retrieval.tokenizer import search_tokens
 Verdict = AnswerSentence.Verdict
 # Consecutive source sentences a claim is also checked against on their own (see _support).
 PREMISE_SENTENCES = 2
+# The longest premise: the entailment model reads 192 word pieces, about 600 characters of English
+# beside a one-sentence claim; a longer excerpt is checked as runs of its sentences that fit.
+PREMISE_CHARS = 600
 # The embedding model of the related-sentence check (not the index's: see _similarities).
 SIMILARITY_MODEL = "all-MiniLM-L6-v2"
 
@@ -97,10 +100,9 @@ def _question_coverage(wanted: set[str], source: Source) -> float:
 
 
 def _support(sentences: list[DraftSentence], sources: list[Source]) -> np.ndarray:
-    """P(supported) of each sentence by each source: the best over the whole excerpt and each window of
-    PREMISE_SENTENCES consecutive sentences of it. The model reads 192 word pieces, so a long excerpt
-    loses its end; and a claim it aligns with one passage sentence is judged on that sentence, not
-    diluted by the rest.
+    """P(supported) of each sentence by each source: the best over the source's premises (_premises).
+    The model reads 192 word pieces, so a long excerpt would lose its end; and a claim it aligns with
+    one passage sentence is judged on that sentence, not diluted by the rest.
 
     Each premise starts with the source's title: a passage need not repeat what its document is about
     ("Respiratory viruses in Ilorin, Nigeria"), and the model counts any word of the claim it cannot
@@ -120,7 +122,8 @@ def _support(sentences: list[DraftSentence], sources: list[Source]) -> np.ndarra
 
 
 def _premises(source: Source) -> list[str]:
-    """The excerpt, and each window of PREMISE_SENTENCES consecutive sentences when it has more."""
+    """The excerpt, or where it is longer than the model reads each longest run of its sentences
+    within PREMISE_CHARS; and each window of PREMISE_SENTENCES consecutive sentences."""
     spans = source.sentences
     if len(spans) <= PREMISE_SENTENCES:
         return [source.text]
@@ -128,7 +131,23 @@ def _premises(source: Source) -> list[str]:
         source.text[spans[index][0] : spans[index + PREMISE_SENTENCES - 1][1]]
         for index in range(len(spans) - PREMISE_SENTENCES + 1)
     ]
-    return [source.text, *windows]
+    return list(dict.fromkeys(_runs(source) + windows))
+
+
+def _runs(source: Source) -> list[str]:
+    """The excerpt when it fits PREMISE_CHARS, else each longest run of its sentences that does
+    (one not inside the run before it)."""
+    if len(source.text) <= PREMISE_CHARS:
+        return [source.text]
+    spans, runs, last = source.sentences, [], -1
+    for first in range(len(spans)):
+        end = first
+        while end + 1 < len(spans) and spans[end + 1][1] - spans[first][0] <= PREMISE_CHARS:
+            end += 1
+        if end > last:
+            runs.append(source.text[spans[first][0] : spans[end][1]])
+            last = end
+    return runs
 
 
 def _similarities(sentences: list[str], passages: list[str]) -> np.ndarray:

@@ -35,14 +35,21 @@ class Source:
         return self.chunk.page
 
 
-def select_sources(chunks: list[Chunk], question: str, *, max_chars: int) -> list[Source]:
-    """One excerpt of at most about `max_chars` characters per chunk, numbered from 1 in rank order."""
+def select_sources(chunks: list[Chunk], question: str, *, max_chars: list[int]) -> list[Source]:
+    """One excerpt per chunk, numbered from 1 in rank order, of at most about the rank's size in
+    `max_chars` (see excerpt_sizes)."""
     sentences = {chunk.pk: _sentences(chunk) for chunk in chunks}
     weights = _term_weights(question, [tokens for spans in sentences.values() for _, _, tokens in spans])
+    sizes = excerpt_sizes(max_chars, len(chunks))
     return [
-        Source(number, chunk, *excerpt(chunk, sentences[chunk.pk], weights, max_chars=max_chars))
-        for number, chunk in enumerate(chunks, start=1)
+        Source(number, chunk, *excerpt(chunk, sentences[chunk.pk], weights, max_chars=size))
+        for number, (chunk, size) in enumerate(zip(chunks, sizes, strict=True), start=1)
     ]
+
+
+def excerpt_sizes(sizes: list[int], count: int) -> list[int]:
+    """The excerpt size of each of `count` ranks: `sizes` by rank, its last size past its end."""
+    return [sizes[min(rank, len(sizes) - 1)] for rank in range(count)]
 
 
 def _sentences(chunk: Chunk) -> list[tuple[int, int, set[str]]]:

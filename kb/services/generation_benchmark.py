@@ -6,7 +6,7 @@ tokens (inference.bench's single-sequence measurements). For the INT8 build behi
 scheduler (dynamic batching, the engine's default batch size): total tokens/s of 1, 8 and 32
 requests sent at once, prefill included, as the HTTP clients see it; time to first token of the
 standard answer prompt (the answering pipeline's messages: instructions, KB_ANSWER_SOURCES excerpts
-of KB_ANSWER_SOURCE_CHARS characters, a question), first with the engine's system-prefix cache cold,
+of the KB_ANSWER_SOURCE_CHARS sizes, a question), first with the engine's system-prefix cache cold,
 then warm; and answers per second when a batch of such questions arrives at once (for sizing). And
 the quality check of INT8: both precisions answer the first `quality_questions` answerable English
 dev questions greedily from that same prompt (the excerpt holding the evidence first): how many
@@ -37,6 +37,7 @@ from inference.runner import ModelRunner
 from inference.sampling import SamplingParams
 from inference.serve import DEFAULT_MAX_BATCH
 from kb.answering.prompt import answer_messages
+from kb.answering.sources import excerpt_sizes
 from kb.services.evaluation import Question, load_questions
 
 PROMPT_TOKENS = (512, 1024)
@@ -191,13 +192,18 @@ def _answer_messages(question: Question, docs: Path) -> list[dict[str, str]]:
     document the size the pipeline quotes, the one holding the evidence first (as retrieval would
     rank it), then others from the document's start."""
     text = (docs / question.doc).read_text()
-    size = settings.KB_ANSWER_SOURCE_CHARS
-    evidence_at = max(text.find(question.evidence or ""), 0)
-    first = max(evidence_at - size // 4, 0)
-    others = [start for start in range(0, len(text), size) if abs(start - first) >= size]
-    starts = [first, *others][: settings.KB_ANSWER_SOURCES]
+    sizes = excerpt_sizes(settings.KB_ANSWER_SOURCE_CHARS, settings.KB_ANSWER_SOURCES)
+    first = max(max(text.find(question.evidence or ""), 0) - sizes[0] // 4, 0)
+    spans, position = [(first, first + sizes[0])], 0
+    for size in sizes[1:]:
+        if position < first + sizes[0] and position + size > first:  # would overlap the first
+            position = first + sizes[0]
+        spans.append((position, position + size))
+        position += size
     excerpts = [
-        Excerpt(number, question.doc, text[start : start + size]) for number, start in enumerate(starts, 1)
+        Excerpt(number, question.doc, text[start:end])
+        for number, (start, end) in enumerate(spans, 1)
+        if text[start:end]
     ]
     return answer_messages(question.question, excerpts, language="en")
 

@@ -4,7 +4,7 @@ import pytest
 
 from kb.answering.citations import DraftSentence
 from kb.answering.consistency import unsupported_details
-from kb.answering.factcheck import check_sentences
+from kb.answering.factcheck import PREMISE_CHARS, PREMISE_SENTENCES, _premises, check_sentences
 from kb.answering.sources import Source
 from kb.models import AnswerSentence, Chunk, Document, DocumentVersion
 
@@ -92,3 +92,21 @@ def test_of_two_backing_sources_the_one_about_the_question_is_cited():
     assert checked.verdict == Verdict.SUPPORTED
     assert checked.citations == [2]
     assert checked.support == pytest.approx(0.91, abs=0.02)  # the best support of any source
+
+
+def test_a_long_excerpt_is_read_as_runs_of_sentences_the_model_can_take_whole():
+    sentences = [
+        f"Rule {number} of the travel policy applies to every trip booked by staff." for number in range(20)
+    ]
+    text = " ".join(sentences)
+    spans, start = [], 0
+    for sentence in sentences:
+        start = text.index(sentence, start)
+        spans.append((start, start + len(sentence)))
+    long = Source(1, Chunk(text=text), 0, len(text), text, tuple(spans))
+    premises = _premises(long)
+    runs = [premise for premise in premises if premise.count("Rule") > PREMISE_SENTENCES]
+    assert runs and all(len(premise) <= PREMISE_CHARS for premise in premises)
+    assert runs[0].startswith(sentences[0]) and len(runs[0]) + len(sentences[0]) + 1 > PREMISE_CHARS
+    assert all(any(sentence in run for run in runs) for sentence in sentences)
+    assert len(premises) == len(set(premises))

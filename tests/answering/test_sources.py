@@ -27,7 +27,7 @@ def spans(parts):
 
 
 def test_an_excerpt_is_the_sentence_with_the_question_s_terms_at_its_exact_offsets():
-    [source] = select_sources([chunk(spans(SENTENCES))], "How long are receipts kept?", max_chars=70)
+    [source] = select_sources([chunk(spans(SENTENCES))], "How long are receipts kept?", max_chars=[70])
     assert source.text == SENTENCES[3]
     assert (source.char_start, source.char_end) == (OFFSET + TEXT.index(SENTENCES[3]), OFFSET + len(TEXT))
     assert source.sentences == ((0, len(SENTENCES[3])),)
@@ -37,11 +37,21 @@ def test_the_sentences_found_at_indexing_are_used_without_splitting_again():
     # Stored spans that cut the second sentence at its comma, as no sentence splitter would.
     parts = [SENTENCES[0], "Economy class is the default for flights under six hours,", "and business"]
     parts += ["class needs a director.", *SENTENCES[2:]]
-    [source] = select_sources([chunk(spans(parts))], "Which class is the default?", max_chars=60)
+    [source] = select_sources([chunk(spans(parts))], "Which class is the default?", max_chars=[60])
     assert source.text == "Economy class is the default for flights under six hours,"
 
 
 def test_a_chunk_indexed_before_sentences_were_stored_is_split_when_quoted():
-    [source] = select_sources([chunk()], "Which class is the default?", max_chars=100)
+    [source] = select_sources([chunk()], "Which class is the default?", max_chars=[100])
     assert source.text == SENTENCES[1]
     assert [(s.start, s.end) for s in split_sentences(TEXT)] == spans(SENTENCES)
+
+
+def test_each_rank_gets_its_own_size_and_the_ranks_past_the_list_the_last_one():
+    chunks = [
+        Chunk(pk=pk, text=TEXT, char_start=0, char_end=len(TEXT), sentences=spans(SENTENCES))
+        for pk in (1, 2, 3)
+    ]
+    first, second, third = select_sources(chunks, "Where are the receipts kept?", max_chars=[200, 70])
+    assert first.text == f"{SENTENCES[2]} {SENTENCES[3]}"
+    assert second.text == third.text == SENTENCES[3]

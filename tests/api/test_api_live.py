@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group, User
 
 from kb.models import AskBatch, Collection
 from kb.services.tokens import create_token
-from tests.conftest import SMALL_ANSWER_SETTINGS, WorkerProcess
+from tests.conftest import SMALL_ANSWER_ENVIRONMENT, WorkerProcess
 from tests.test_search_access import ingest
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,7 +97,7 @@ def test_a_batch_is_answered_by_the_worker(web_server, token, celery_worker, eng
     worker = WorkerProcess(
         "batch-test@localhost",
         ENGINE_URLS=engine_url,
-        **{name: str(value) for name, value in SMALL_ANSWER_SETTINGS.items()},
+        **SMALL_ANSWER_ENVIRONMENT,
     )
     worker.start()
     try:
