@@ -230,9 +230,11 @@ KB_ANSWER_MAX_CITATIONS_PER_SENTENCE = int(os.environ.get("KB_ANSWER_MAX_CITATIO
 # claims) refused most correct answers, whose sentences paraphrase rather than copy; 0.5 refused
 # 0.17 of answerable questions, 0.35 refuses 0.12 and still 0.96 of unanswerable ones.
 KB_FACTCHECK_THRESHOLD = float(os.environ.get("KB_FACTCHECK_THRESHOLD", "0.35"))
-# Share of the question's search terms a source (with its title) must hold to back an answer
-# sentence; chosen on dev answers (README, Performance): below it, a "supported" answer was mostly wrong.
-KB_FACTCHECK_MIN_QUESTION_COVERAGE = float(os.environ.get("KB_FACTCHECK_MIN_QUESTION_COVERAGE", "0.3"))
+# Share of the question's search terms a source (with its title) must hold to be given to the
+# generator, and (stricter) to back an answer sentence; chosen on dev answers (README, Performance):
+# below them, a passage led the generator astray, and a "supported" answer was mostly wrong.
+KB_ANSWER_MIN_QUESTION_COVERAGE = float(os.environ.get("KB_ANSWER_MIN_QUESTION_COVERAGE", "0.3"))
+KB_FACTCHECK_MIN_QUESTION_COVERAGE = float(os.environ.get("KB_FACTCHECK_MIN_QUESTION_COVERAGE", "0.4"))
 # Cosine similarity (retrieval embeddings) from which an unbacked sentence counts as "unsupported"
 # (a source is about it) rather than "no citation".
 KB_FACTCHECK_RELATED_SIMILARITY = float(os.environ.get("KB_FACTCHECK_RELATED_SIMILARITY", "0.5"))

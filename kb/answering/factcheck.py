@@ -18,7 +18,7 @@ from django.conf import settings
 from inference.factcheck.entailment import EntailmentModel
 from kb.answering.citations import DraftSentence
 from kb.answering.consistency import unsupported_details
-from kb.answering.sources import Source
+from kb.answering.sources import Source, question_coverage
 from kb.models import AnswerSentence
 from retrieval.embedding import embed_passages
 from retrieval.tokenizer import search_tokens
@@ -62,7 +62,7 @@ def check_sentences(
     )
     threshold = settings.KB_FACTCHECK_THRESHOLD if threshold is None else threshold
     wanted = set(search_tokens(question))
-    coverage = np.array([_question_coverage(wanted, source) for source in sources])
+    coverage = np.array([question_coverage(wanted, source) for source in sources])
     on_topic = coverage >= settings.KB_FACTCHECK_MIN_QUESTION_COVERAGE
     checked = []
     for row, sentence in enumerate(sentences):
@@ -87,16 +87,6 @@ def check_sentences(
         verdict = Verdict.UNSUPPORTED if related else Verdict.NO_CITATION
         checked.append(CheckedSentence(sentence.text, verdict, best, [], problems))
     return checked
-
-
-def _question_coverage(wanted: set[str], source: Source) -> float:
-    """The share of the question's search terms (`wanted`) that the source (with its title) contains.
-    A source holding few of them is about something else: an answer it "supports" is most often a
-    wrong one (on dev, the cited sources of correct answers held 0.33-1.0 of the terms, those of
-    answers to unanswerable questions 0.17-0.33)."""
-    if not wanted:
-        return 1.0
-    return len(wanted.intersection(search_tokens(f"{source.title} {source.text}"))) / len(wanted)
 
 
 def _support(sentences: list[DraftSentence], sources: list[Source]) -> np.ndarray:

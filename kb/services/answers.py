@@ -175,6 +175,7 @@ def _cache_key(query: str, scopes: list[int], policy: AnswerPolicy) -> str:
         "answering": [
             settings.KB_ANSWER_SOURCE_CHARS,
             settings.KB_ANSWER_MAX_TOKENS,
+            settings.KB_ANSWER_MIN_QUESTION_COVERAGE,
             settings.KB_FACTCHECK_MIN_QUESTION_COVERAGE,
             settings.KB_QUERY_TRANSFORMS,
         ],
@@ -189,8 +190,13 @@ def _answer(query, scopes, language, policy: AnswerPolicy, *, user, request, on_
     if not results:
         return _not_found(language, results, reason="nothing_found")
     sources = select_sources(
-        [result.chunk for result in results], query, max_chars=settings.KB_ANSWER_SOURCE_CHARS
+        [result.chunk for result in results],
+        query,
+        max_chars=settings.KB_ANSWER_SOURCE_CHARS,
+        min_coverage=settings.KB_ANSWER_MIN_QUESTION_COVERAGE,
     )
+    if not sources:
+        return _not_found(language, results, reason="nothing_about_the_question")
     try:
         generation = _generate(
             answer_messages(query, sources, language=language, style=policy.style), on_token

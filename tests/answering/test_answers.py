@@ -99,6 +99,14 @@ def test_nothing_found_is_answered_as_not_in_the_documents_without_calling_the_e
     assert answer.text == "The documents you can read do not contain an answer to this question."
 
 
+def test_passages_sharing_only_a_word_with_the_question_are_not_given_to_the_engine(people, settings):
+    settings.ENGINE_URLS = ["http://127.0.0.1:9"]  # nothing listens: the engine must not be needed
+    question = "Which quarterly volcano telemetry dashboards track annual seismic output?"
+    answer = ask(user=people["alice"], question=question).answer  # "annual" is in the leave rules
+    assert answer.outcome == Outcome.NOT_FOUND and answer.detail["reason"] == "nothing_about_the_question"
+    assert [source["title"] for source in answer.detail["closest_sources"]] == [people["leave"].title]
+
+
 def test_an_engine_that_is_down_gives_a_clear_message_and_the_sources(people, settings):
     settings.ENGINE_URLS = ["http://127.0.0.1:9"]
     answer = ask(user=people["alice"], question="How many days of annual leave carry over?").answer

@@ -2,7 +2,7 @@
 
 from kb.answering.sources import select_sources
 from kb.ingestion.sentences import split_sentences
-from kb.models import Chunk
+from kb.models import Chunk, Document, DocumentVersion
 
 SENTENCES = [
     "The travel desk books every flight for employees of the company.",
@@ -14,8 +14,16 @@ TEXT = " ".join(SENTENCES)
 OFFSET = 1000  # where the chunk starts in its version's parsed text
 
 
-def chunk(sentences=()):
-    return Chunk(pk=1, text=TEXT, char_start=OFFSET, char_end=OFFSET + len(TEXT), sentences=list(sentences))
+def chunk(sentences=(), *, pk=1, text=TEXT, offset=OFFSET):
+    version = DocumentVersion(document=Document(title="Travel policy"))
+    return Chunk(
+        pk=pk,
+        version=version,
+        text=text,
+        char_start=offset,
+        char_end=offset + len(text),
+        sentences=list(sentences),
+    )
 
 
 def spans(parts):
@@ -48,10 +56,15 @@ def test_a_chunk_indexed_before_sentences_were_stored_is_split_when_quoted():
 
 
 def test_each_rank_gets_its_own_size_and_the_ranks_past_the_list_the_last_one():
-    chunks = [
-        Chunk(pk=pk, text=TEXT, char_start=0, char_end=len(TEXT), sentences=spans(SENTENCES))
-        for pk in (1, 2, 3)
-    ]
+    chunks = [chunk(spans(SENTENCES), pk=pk, offset=0) for pk in (1, 2, 3)]
     first, second, third = select_sources(chunks, "Where are the receipts kept?", max_chars=[200, 70])
     assert first.text == f"{SENTENCES[2]} {SENTENCES[3]}"
     assert second.text == third.text == SENTENCES[3]
+
+
+def test_a_chunk_holding_too_few_of_the_question_s_terms_is_left_out_and_the_rest_renumbered():
+    other = "The canteen serves lunch from noon. It closes at three."
+    chunks = [chunk(pk=2, text=other), chunk(spans(SENTENCES))]
+    [source] = select_sources(chunks, "How long are receipts kept?", max_chars=[70], min_coverage=0.5)
+    assert source.number == 1 and source.text == SENTENCES[3]
+    assert len(select_sources(chunks, "How long are receipts kept?", max_chars=[70])) == 2
