@@ -52,8 +52,11 @@ def sql(query: str, *params) -> list[tuple]:
 
 def app_environment(**extra: str) -> dict[str, str]:
     """What a container of deploy/ gets: the shared servers, and settings sized for SmolLM2."""
-    answering = SMALL_ANSWER_ENVIRONMENT
-    environment = {"DATABASE_URL": database_url(connection.settings_dict), **answering, **LENIENT_FACTCHECK}
+    environment = {
+        "DATABASE_URL": database_url(connection.settings_dict),
+        **SMALL_ANSWER_ENVIRONMENT,
+        **LENIENT_FACTCHECK,
+    }
     return child_environment(**(environment | extra))
 
 

@@ -91,7 +91,7 @@ def _chinese_sentences(text: str, start: int, end: int) -> list[Sentence]:
     for line_start, line_end in _lines(text, start, end):
         matches = CHINESE_SENTENCE.finditer(text, line_start, line_end)
         spans = [_strip(text, match.start(), match.end()) for match in matches]
-        result += [Sentence(a, b, CHINESE) for a, b in _rejoin(text, [(a, b) for a, b in spans if a < b])]
+        result += [Sentence(a, b, CHINESE) for a, b in _rejoin(text, spans)]
     return result
 
 
@@ -103,19 +103,22 @@ def _english_sentences(text: str, spans: list[tuple[int, int]]) -> list[Sentence
             Entity(ent.text, ent.label_, offset + ent.start_char, offset + ent.end_char) for ent in doc.ents
         ]
         spans = [_strip(text, offset + sent.start_char, offset + sent.end_char) for sent in doc.sents]
-        for a, b in _rejoin(text, [(a, b) for a, b in spans if a < b]):
+        for a, b in _rejoin(text, spans):
             inside = [entity for entity in entities if a <= entity.start and entity.end <= b]
             result.append(Sentence(a, b, detect_language(text[a:b]) or "en", inside))
     return result
 
 
 def _rejoin(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sentences with the cuts made inside one put back: a part that leaves a bracket open which the
-    next one closes, or that ends without a full stop before a bracket. Scientific papers cite as
-    "four areas [6]: contaminated, ...", which spaCy cuts at "[" and again after it (on dev, 1 in 9
-    English sentences had a bracket left open); a Chinese title may hold a "!" (《停止!! 云雀》)."""
+    """The non-empty spans as sentences, with the cuts made inside one put back: a part that leaves a
+    bracket open which the next one closes, or that ends without a full stop before a bracket.
+    Scientific papers cite as "four areas [6]: contaminated, ...", which spaCy cuts at "[" and again
+    after it (on dev, 1 in 9 English sentences had a bracket left open); a Chinese title may hold a
+    "!" (《停止!! 云雀》)."""
     joined: list[tuple[int, int]] = []
     for a, b in spans:
+        if a >= b:
+            continue
         if joined and _continues(text[joined[-1][0] : joined[-1][1]], text[a:b]):
             joined[-1] = (joined[-1][0], b)
         else:
