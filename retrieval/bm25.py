@@ -141,6 +141,20 @@ def bm25_top_k(query: str, *, scopes: list[int], k: int) -> list[tuple[int, floa
     return _top_scores(dict(weighted), scopes=list(scopes), avgdl=total_length / corpus_size, k=k)
 
 
+def term_rarity(terms: list[str], *, scopes: list[int]) -> dict[str, float]:
+    """How telling each term is in the scopes' passages: idf as Lucene's BM25 computes it,
+    ln(1 + (N - n + 0.5) / (n + 0.5)), which stays positive for a term in most passages (BM25Okapi's
+    goes negative there). A term no passage holds ("approves" where documents say "approved", a
+    typo) counts as one in a single passage: it tells no passage from another, and at n = 0 it would
+    outweigh all the others together in a small collection."""
+    corpus_size, _, frequencies = _statistics(list(scopes), list(terms))
+    rarity = {}
+    for term in terms:
+        passages = max(frequencies.get(term, 0), 1)
+        rarity[term] = math.log(1 + (corpus_size - passages + 0.5) / (passages + 0.5))
+    return rarity
+
+
 def _statistics(scopes: list[int], terms: list[str]) -> tuple[int, int, dict[str, int]]:
     """The readable corpus's passage count and total length, and in how many of its passages each
     term occurs: in one statement, as a search is a few round trips in all."""

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rank_bm25 import BM25Okapi
 
-from retrieval.bm25 import bm25_top_k
+from retrieval.bm25 import bm25_top_k, term_rarity
 from retrieval.errors import SearchTooCostly
 from retrieval.index import NewPassage, add_passages, move_passages, remove_passages
 from retrieval.models import PostingBlock, ScopeStats, TermStats
@@ -118,6 +118,16 @@ def test_statistics_come_from_the_readable_scopes_only():
     # Passages of the hidden scope are neither returned nor counted in the idf.
     assert_scores_match_oracle("tenant", [readable], visible)
     assert {pid for pid, _ in bm25_top_k("tenant", scopes=[readable], k=50)} <= set(visible)
+
+
+def test_rarity_is_highest_for_terms_fewest_readable_passages_hold_and_never_negative():
+    readable, hidden = next(scopes), next(scopes)
+    index(readable, ["tenant payment", "tenant audit", "tenant refund", "tenant invoice"])
+    index(hidden, ["audit audit"] * 20)
+    rarity = term_rarity(["tenant", "audit", "liability"], scopes=[readable])
+    # In all 4 passages: ln(1 + 0.5/4.5); in 1: ln(1 + 3.5/1.5), the hidden scope's 20 passages of
+    # "audit" counting for nothing; in none: as in 1, not ln(1 + 4.5/0.5).
+    assert rarity == pytest.approx({"tenant": 0.1054, "audit": 1.2040, "liability": 1.2040}, abs=1e-4)
 
 
 def test_blocks_emptied_by_a_removal_are_deleted_and_the_others_kept():

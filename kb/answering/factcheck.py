@@ -2,11 +2,11 @@
 
 A sentence is **supported** when the entailment model (inference.factcheck, trained on the
 commercially usable NLI rows) gives some source about the question (holding enough of the
-question's search terms) P(supported) at or above its threshold and no number or name in it is
-missing from that source (consistency.py); those sources become its
-citations, whatever markers the generator put. Otherwise it is **unsupported** when the generator
-cited a source for it or a source is close to it in meaning (embedding similarity), and **no
-citation** when nothing relates to it at all.
+question's search terms, weighted by rarity) P(supported) at or above its threshold and no number
+or name in it is missing from that source (consistency.py); those sources become its citations,
+whatever markers the generator put. Otherwise it is **unsupported** when the generator cited a
+source for it or a source is close to it in meaning (embedding similarity), and **no citation**
+when nothing relates to it at all, or when it states nothing (a question, a stray fragment).
 """
 
 import functools
@@ -48,10 +48,16 @@ def entailment_model() -> EntailmentModel:
 
 
 def check_sentences(
-    sentences: list[DraftSentence], sources: list[Source], *, question: str, threshold: float | None = None
+    sentences: list[DraftSentence],
+    sources: list[Source],
+    *,
+    question: str,
+    terms: dict[str, float],
+    threshold: float | None = None,
 ) -> list[CheckedSentence]:
     """A verdict for each sentence, in order; a passage backs a sentence from P(supported)
-    `threshold` (the collection's citation strictness; default KB_FACTCHECK_THRESHOLD)."""
+    `threshold` (the collection's citation strictness; default KB_FACTCHECK_THRESHOLD) when it holds
+    enough of the question's `terms` (sources.question_terms)."""
     if not sentences:
         return []
     if not sources:
@@ -61,11 +67,13 @@ def check_sentences(
         [sentence.text for sentence in sentences], [source.text for source in sources]
     )
     threshold = settings.KB_FACTCHECK_THRESHOLD if threshold is None else threshold
-    wanted = set(search_tokens(question))
-    coverage = np.array([question_coverage(wanted, source) for source in sources])
+    coverage = np.array([question_coverage(terms, source) for source in sources])
     on_topic = coverage >= settings.KB_FACTCHECK_MIN_QUESTION_COVERAGE
     checked = []
     for row, sentence in enumerate(sentences):
+        if not _states_something(sentence.text):
+            checked.append(CheckedSentence(sentence.text, Verdict.NO_CITATION, None))
+            continue
         # Of the passages that back the sentence, the one cited both supports it and is about the
         # question: on dev, ordering by support alone cited more passages behind wrong answers.
         order = np.argsort(-(probabilities[row] * coverage), kind="stable")
@@ -87,6 +95,13 @@ def check_sentences(
         verdict = Verdict.UNSUPPORTED if related else Verdict.NO_CITATION
         checked.append(CheckedSentence(sentence.text, verdict, best, [], problems))
     return checked
+
+
+def _states_something(text: str) -> bool:
+    """False for a sentence that asks ("When was the cluster reported?") or holds no word worth
+    searching (".the", left over from a source's ellipsis): no passage can back it, though the
+    entailment model, reading its words in the passage, may say one does."""
+    return not text.rstrip().endswith(("?", "？")) and bool(search_tokens(text))
 
 
 def _support(sentences: list[DraftSentence], sources: list[Source]) -> np.ndarray:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from kb.ingestion.sentences import split_sentences
 from kb.models import Chunk
+from retrieval.bm25 import term_rarity
 from retrieval.tokenizer import search_tokens
 
 
@@ -35,33 +36,40 @@ class Source:
         return self.chunk.page
 
 
+def question_terms(question: str, scopes: list[int]) -> dict[str, float]:
+    """The question's search terms, each weighted by how rare it is in the searched collections
+    (term_rarity): "rupintrivir" tells what a passage is about, "mechanism" hardly."""
+    return term_rarity(sorted(set(search_tokens(question))), scopes=scopes)
+
+
 def select_sources(
-    chunks: list[Chunk], question: str, *, max_chars: list[int], min_coverage: float = 0.0
+    chunks: list[Chunk], terms: dict[str, float], *, max_chars: list[int], min_coverage: float = 0.0
 ) -> list[Source]:
     """One excerpt per chunk, of at most about the rank's size in `max_chars` (see excerpt_sizes),
-    less those holding under `min_coverage` of the question's search terms (question_coverage): a
+    less those holding under `min_coverage` of the question's `terms` (question_coverage): a
     passage about something else only leads a small generator to answer from it. Numbered from 1
     in rank order."""
     sentences = {chunk.pk: _sentences(chunk) for chunk in chunks}
-    weights = _term_weights(question, [tokens for spans in sentences.values() for _, _, tokens in spans])
+    weights = _term_weights(set(terms), [tokens for spans in sentences.values() for _, _, tokens in spans])
     sizes = excerpt_sizes(max_chars, len(chunks))
     excerpts = [
         Source(0, chunk, *excerpt(chunk, sentences[chunk.pk], weights, max_chars=size))
         for chunk, size in zip(chunks, sizes, strict=True)
     ]
-    wanted = set(search_tokens(question))
-    kept = [source for source in excerpts if question_coverage(wanted, source) >= min_coverage]
+    kept = [source for source in excerpts if question_coverage(terms, source) >= min_coverage]
     return [replace(source, number=number) for number, source in enumerate(kept, start=1)]
 
 
-def question_coverage(wanted: set[str], source: Source) -> float:
-    """The share of the question's search terms (`wanted`) that the source (with its title) contains.
-    A source holding few of them is about something else: an answer it "supports" is most often a
-    wrong one (on dev, the cited sources of correct answers held 0.33-1.0 of the terms, those of
-    answers to unanswerable questions 0.17-0.33)."""
-    if not wanted:
+def question_coverage(terms: dict[str, float], source: Source) -> float:
+    """The share of the question's `terms`, by weight, that the source (with its title) contains.
+    A source holding little of them is about something else: an answer it "supports" is most often
+    a wrong one. Weighted by rarity, a passage naming the question's subject but few of its common
+    words still counts as about it (README, Performance: "Question terms weighted by rarity")."""
+    total = sum(terms.values())
+    if not total:
         return 1.0
-    return len(wanted.intersection(search_tokens(f"{source.title} {source.text}"))) / len(wanted)
+    found = set(search_tokens(f"{source.title} {source.text}"))
+    return sum(weight for term, weight in terms.items() if term in found) / total
 
 
 def excerpt_sizes(sizes: list[int], count: int) -> list[int]:
@@ -79,10 +87,9 @@ def _sentences(chunk: Chunk) -> list[tuple[int, int, set[str]]]:
     return [(start, end, set(search_tokens(chunk.text[start:end]))) for start, end in spans]
 
 
-def _term_weights(question: str, sentences: list[set[str]]) -> dict[str, float]:
+def _term_weights(terms: set[str], sentences: list[set[str]]) -> dict[str, float]:
     """Each question term weighted by how rare it is among the candidate sentences (idf), so that
     the sentence naming the question's specific thing beats one repeating its common words."""
-    terms = set(search_tokens(question))
     count = len(sentences) or 1
     return {term: math.log(1 + count / (1 + sum(term in tokens for tokens in sentences))) for term in terms}
 

@@ -25,7 +25,7 @@ from kb.answering.factcheck import CheckedSentence, check_sentences
 from kb.answering.injection import find_injections
 from kb.answering.policy import AnswerPolicy, combined_policy
 from kb.answering.prompt import answer_messages
-from kb.answering.sources import Source, select_sources
+from kb.answering.sources import Source, question_terms, select_sources
 from kb.ingestion.language import CHINESE, detect_language
 from kb.models import Answer, AnswerSentence, Citation, Collection, Conversation, Question
 from kb.presets import FactcheckPolicy
@@ -189,9 +189,10 @@ def _answer(query, scopes, language, policy: AnswerPolicy, *, user, request, on_
     results = _retrieve(query, scopes, policy.sources, user=user, request=request)
     if not results:
         return _not_found(language, results, reason="nothing_found")
+    terms = question_terms(query, scopes)
     sources = select_sources(
         [result.chunk for result in results],
-        query,
+        terms,
         max_chars=settings.KB_ANSWER_SOURCE_CHARS,
         min_coverage=settings.KB_ANSWER_MIN_QUESTION_COVERAGE,
     )
@@ -207,7 +208,9 @@ def _answer(query, scopes, language, policy: AnswerPolicy, *, user, request, on_
     if screening.blocked:
         return _blocked(language, reason="sensitive_terms", generation=generation)
     draft = read_answer(screening.text, valid_numbers={source.number for source in sources})
-    checked = check_sentences(draft.sentences, sources, question=query, threshold=policy.citation_threshold)
+    checked = check_sentences(
+        draft.sentences, sources, question=query, terms=terms, threshold=policy.citation_threshold
+    )
     supported = sum(sentence.verdict == Verdict.SUPPORTED for sentence in checked)
     if reason := policy.refusal(supported, len(checked)):
         return _not_found(language, results, reason=reason, generation=generation, checked=checked)

@@ -7,11 +7,17 @@ from kb.answering.consistency import unsupported_details
 from kb.answering.factcheck import PREMISE_CHARS, PREMISE_SENTENCES, _premises, check_sentences
 from kb.answering.sources import Source
 from kb.models import AnswerSentence, Chunk, Document, DocumentVersion
+from retrieval.tokenizer import search_tokens
 
 Verdict = AnswerSentence.Verdict
 
 LEAVE = "Employees may carry over five days of annual leave into the next year. Requests go to HR."
 BONUS = "Annual bonuses are paid in March 2026 to every employee who joined before 1 October."
+
+
+def evenly(question: str) -> dict[str, float]:
+    """The question's terms, all weighted alike (sources.question_terms weights them by rarity)."""
+    return dict.fromkeys(search_tokens(question), 1.0)
 
 
 def source(number: int, text: str) -> Source:
@@ -31,6 +37,7 @@ def test_a_sentence_a_source_states_is_supported_and_cites_that_source(sources):
         [DraftSentence("Annual bonuses are paid in March 2026.", marked=[1])],
         sources,
         question="When are bonuses paid?",
+        terms=evenly("When are bonuses paid?"),
     )
     assert checked.verdict == Verdict.SUPPORTED
     assert checked.citations == [2]  # the generator's wrong marker [1] is not kept
@@ -41,6 +48,7 @@ def test_a_wrong_figure_makes_a_sentence_unsupported_with_the_reason(sources):
         [DraftSentence("Bonuses are paid in March 2031.", marked=[2])],
         sources,
         question="When are bonuses paid?",
+        terms=evenly("When are bonuses paid?"),
     )
     assert checked.verdict == Verdict.UNSUPPORTED
     assert checked.citations == []
@@ -48,13 +56,30 @@ def test_a_wrong_figure_makes_a_sentence_unsupported_with_the_reason(sources):
 
 def test_a_sentence_no_source_is_about_has_no_citation(sources):
     [checked] = check_sentences(
-        [DraftSentence("The cafeteria serves vegetarian lasagne on Fridays.")], sources, question="Lunch?"
+        [DraftSentence("The cafeteria serves vegetarian lasagne on Fridays.")],
+        sources,
+        question="Lunch?",
+        terms=evenly("Lunch?"),
+    )
+    assert checked.verdict == Verdict.NO_CITATION and checked.citations == []
+
+
+@pytest.mark.parametrize("text", ["When are annual bonuses paid?", ".the"])
+def test_a_question_or_a_fragment_states_nothing_a_source_could_back(sources, text):
+    """Both are words of the bonus passage, which the entailment model could take for support."""
+    [checked] = check_sentences(
+        [DraftSentence(text)],
+        sources,
+        question="When are bonuses paid?",
+        terms=evenly("When are bonuses paid?"),
     )
     assert checked.verdict == Verdict.NO_CITATION and checked.citations == []
 
 
 def test_without_sources_nothing_is_supported():
-    [checked] = check_sentences([DraftSentence("Five days carry over.")], [], question="Leave?")
+    [checked] = check_sentences(
+        [DraftSentence("Five days carry over.")], [], question="Leave?", terms=evenly("Leave?")
+    )
     assert checked.verdict == Verdict.NO_CITATION
 
 
@@ -74,6 +99,7 @@ def test_a_source_about_something_else_than_the_question_backs_nothing(sources):
         [DraftSentence("Annual bonuses are paid in March 2026.", marked=[2])],
         sources,
         question="Who approves expense reports?",
+        terms=evenly("Who approves expense reports?"),
     )
     assert checked.verdict == Verdict.UNSUPPORTED and checked.citations == []
 
@@ -88,6 +114,7 @@ def test_of_two_backing_sources_the_one_about_the_question_is_cited():
             source(2, "New employees: annual bonuses, like other payments, are made in March 2026."),
         ],
         question="When are annual bonuses paid to new employees?",
+        terms=evenly("When are annual bonuses paid to new employees?"),
     )
     assert checked.verdict == Verdict.SUPPORTED
     assert checked.citations == [2]
