@@ -147,7 +147,11 @@ def term_rarity(terms: list[str], *, scopes: list[int]) -> dict[str, float]:
     goes negative there). A term no passage holds ("approves" where documents say "approved", a
     typo) counts as one in a single passage: it tells no passage from another, and at n = 0 it would
     outweigh all the others together in a small collection."""
+    if not terms:
+        return {}
     corpus_size, _, frequencies = _statistics(list(scopes), list(terms))
+    if not corpus_size:  # nothing readable: no term tells anything
+        return dict.fromkeys(terms, 1.0)
     rarity = {}
     for term in terms:
         passages = max(frequencies.get(term, 0), 1)

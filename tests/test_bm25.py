@@ -128,6 +128,9 @@ def test_rarity_is_highest_for_terms_fewest_readable_passages_hold_and_never_neg
     # In all 4 passages: ln(1 + 0.5/4.5); in 1: ln(1 + 3.5/1.5), the hidden scope's 20 passages of
     # "audit" counting for nothing; in none: as in 1, not ln(1 + 4.5/0.5).
     assert rarity == pytest.approx({"tenant": 0.1054, "audit": 1.2040, "liability": 1.2040}, abs=1e-4)
+    # Nothing readable: every term alike (ln(1 + (0 - 1 + 0.5) / 1.5) would be negative).
+    assert term_rarity(["tenant", "audit"], scopes=[next(scopes)]) == {"tenant": 1.0, "audit": 1.0}
+    assert term_rarity([], scopes=[readable]) == {}
 
 
 def test_blocks_emptied_by_a_removal_are_deleted_and_the_others_kept():

@@ -29,6 +29,8 @@ PREMISE_SENTENCES = 2
 # The longest premise: the entailment model reads 192 word pieces, about 600 characters of English
 # beside a one-sentence claim; a longer excerpt is checked as runs of its sentences that fit.
 PREMISE_CHARS = 600
+# Quotes and brackets that may follow a sentence's own end: 'Was it "approved?"' still asks.
+CLOSING_MARKS = "\"'”’」』)）]】"
 # The embedding model of the related-sentence check (not the index's: see _similarities).
 SIMILARITY_MODEL = "all-MiniLM-L6-v2"
 
@@ -101,7 +103,8 @@ def _states_something(text: str) -> bool:
     """False for a sentence that asks ("When was the cluster reported?") or holds no word worth
     searching (".the", left over from a source's ellipsis): no passage can back it, though the
     entailment model, reading its words in the passage, may say one does."""
-    return not text.rstrip().endswith(("?", "？")) and bool(search_tokens(text))
+    asks = text.rstrip().rstrip(CLOSING_MARKS).endswith(("?", "？"))
+    return not asks and bool(search_tokens(text))
 
 
 def _support(sentences: list[DraftSentence], sources: list[Source]) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 A chunk is 320 word pieces; the generator prefills slowly on a CPU (shared/MODELS.md) and the
 entailment model reads 192 pieces, so each found chunk is narrowed to a contiguous excerpt around the
-sentences that share the most words with the question. An excerpt is an exact span of the document's
+sentences richest in the question's rarer words. An excerpt is an exact span of the document's
 parsed text, so a citation of it highlights exactly what the generator read.
 """
 
@@ -48,7 +48,9 @@ def select_sources(
     """One excerpt per chunk, of at most about the rank's size in `max_chars` (see excerpt_sizes),
     less those holding under `min_coverage` of the question's `terms` (question_coverage): a
     passage about something else only leads a small generator to answer from it. Numbered from 1
-    in rank order."""
+    in rank order. Excerpts are placed by the terms' rarity among these chunks' sentences instead
+    (_term_weights): what tells one sentence of them from another, not one passage of the
+    collections from another."""
     sentences = {chunk.pk: _sentences(chunk) for chunk in chunks}
     weights = _term_weights(set(terms), [tokens for spans in sentences.values() for _, _, tokens in spans])
     sizes = excerpt_sizes(max_chars, len(chunks))

@@ -64,7 +64,7 @@ def test_a_sentence_no_source_is_about_has_no_citation(sources):
     assert checked.verdict == Verdict.NO_CITATION and checked.citations == []
 
 
-@pytest.mark.parametrize("text", ["When are annual bonuses paid?", ".the"])
+@pytest.mark.parametrize("text", ["When are annual bonuses paid?", 'Are bonuses paid "in March?"', ".the"])
 def test_a_question_or_a_fragment_states_nothing_a_source_could_back(sources, text):
     """Both are words of the bonus passage, which the entailment model could take for support."""
     [checked] = check_sentences(
